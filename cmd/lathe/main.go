@@ -1,0 +1,55 @@
+// Command lathe reads, writes, converts, quantizes, analyses and fine-tunes model weight files.
+//
+// Exit codes: 0 success; 1 a check ran and failed; 2 usage or input error (bad flags, unreadable or malformed file).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at release time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "lathe",
+		Usage:                "one binary for model weight files: safetensors, GGUF, quantization, analysis, adapters, training",
+		Version:              version,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Commands: []*cli.Command{
+			inspectCommand(),
+			castCommand(),
+			demoCommand(),
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
+	}
+}
+
+func main() {
+	app := newApp()
+	err := app.Run(permuteArgs(app, os.Args))
+	os.Exit(exitCode(err))
+}
+
+// checkFailed marks an error as "the command ran and the check it performs failed" (exit 1), as opposed to a
+// usage or input error (exit 2).
+type checkFailed struct{ msg string }
+
+func (e checkFailed) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "lathe:", err)
+	var cf checkFailed
+	if errors.As(err, &cf) {
+		return 1
+	}
+	return 2
+}

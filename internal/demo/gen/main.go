@@ -1,0 +1,100 @@
+// Command gen writes the tiny model that `lathe demo` embeds: a Llama-architecture checkpoint in Hugging Face
+// layout (config.json + model.safetensors, BF16 like most published checkpoints) with deterministic pseudo-random
+// weights. It is regenerated with `go generate ./internal/demo`; the same seed gives byte-identical files.
+//
+// The weights are untrained: the model exists to exercise formats, conversions and numerics end to end, not to
+// produce meaningful text.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"github.com/lathe-ml/lathe/safetensors"
+	"github.com/lathe-ml/lathe/tensor"
+)
+
+// config mirrors the fields of a transformers LlamaConfig that converters read.
+type config struct {
+	Architectures         []string `json:"architectures"`
+	ModelType             string   `json:"model_type"`
+	VocabSize             int      `json:"vocab_size"`
+	HiddenSize            int      `json:"hidden_size"`
+	IntermediateSize      int      `json:"intermediate_size"`
+	NumHiddenLayers       int      `json:"num_hidden_layers"`
+	NumAttentionHeads     int      `json:"num_attention_heads"`
+	NumKeyValueHeads      int      `json:"num_key_value_heads"`
+	HeadDim               int      `json:"head_dim"`
+	MaxPositionEmbeddings int      `json:"max_position_embeddings"`
+	RMSNormEps            float64  `json:"rms_norm_eps"`
+	RopeTheta             float64  `json:"rope_theta"`
+	TieWordEmbeddings     bool     `json:"tie_word_embeddings"`
+	TorchDtype            string   `json:"torch_dtype"`
+	BOSTokenID            int      `json:"bos_token_id"`
+	EOSTokenID            int      `json:"eos_token_id"`
+}
+
+func main() {
+	out := "tiny"
+	if len(os.Args) > 1 {
+		out = os.Args[1]
+	}
+	cfg := config{
+		Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama",
+		VocabSize: 256, HiddenSize: 64, IntermediateSize: 176, NumHiddenLayers: 2,
+		NumAttentionHeads: 4, NumKeyValueHeads: 2, HeadDim: 16, MaxPositionEmbeddings: 256,
+		RMSNormEps: 1e-5, RopeTheta: 10000, TorchDtype: "bfloat16", BOSTokenID: 1, EOSTokenID: 2,
+	}
+	rng := rand.New(rand.NewPCG(2026, 11))
+	var views []tensor.View
+	add := func(name string, shape tensor.Shape, std float64, one bool) {
+		n, _ := shape.Elements()
+		vals := make([]float32, n)
+		for i := range vals {
+			if one {
+				vals[i] = 1 + float32(rng.NormFloat64()*std)
+			} else {
+				vals[i] = float32(rng.NormFloat64() * std)
+			}
+		}
+		data := make([]byte, 2*n)
+		tensor.Float32ToBF16(data, vals)
+		views = append(views, tensor.View{Name: name, DType: tensor.BF16, Shape: shape, Data: data})
+	}
+	h, ff, kv := int64(cfg.HiddenSize), int64(cfg.IntermediateSize), int64(cfg.NumKeyValueHeads*cfg.HeadDim)
+	std := 1 / math.Sqrt(float64(h))
+	add("model.embed_tokens.weight", tensor.Shape{int64(cfg.VocabSize), h}, 1, false)
+	for l := range cfg.NumHiddenLayers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", tensor.Shape{h}, 0.05, true)
+		add(p+"self_attn.q_proj.weight", tensor.Shape{h, h}, std, false)
+		add(p+"self_attn.k_proj.weight", tensor.Shape{kv, h}, std, false)
+		add(p+"self_attn.v_proj.weight", tensor.Shape{kv, h}, std, false)
+		add(p+"self_attn.o_proj.weight", tensor.Shape{h, h}, std, false)
+		add(p+"post_attention_layernorm.weight", tensor.Shape{h}, 0.05, true)
+		add(p+"mlp.gate_proj.weight", tensor.Shape{ff, h}, std, false)
+		add(p+"mlp.up_proj.weight", tensor.Shape{ff, h}, std, false)
+		add(p+"mlp.down_proj.weight", tensor.Shape{h, ff}, 1/math.Sqrt(float64(ff)), false)
+	}
+	add("model.norm.weight", tensor.Shape{h}, 0.05, true)
+	add("lm_head.weight", tensor.Shape{int64(cfg.VocabSize), h}, std, false)
+
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "config.json"), append(js, '\n'), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if err := safetensors.WriteFile(filepath.Join(out, "model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,163 @@
+package quant
+
+import (
+	"math"
+
+	"github.com/lathe-ml/lathe/tensor"
+)
+
+// MXFP4 and NVFP4 (ggml-quants.c quantize_row_mxfp4_ref, quantize_row_nvfp4_ref and their dequantizers): FP4
+// E2M1 codes under a power-of-two E8M0 scale per 32 elements (MXFP4) or a UE4M3 scale per 16 (NVFP4). ggml keeps
+// the code values doubled (kvaluesFP4) and halves the scales to compensate. The importance matrix is ignored.
+
+func init() {
+	register(tensor.MXFP4, codec{encodeRow: encodeMXFP4, decode: decodeMXFP4})
+	register(tensor.NVFP4, codec{encodeRow: encodeNVFP4, decode: decodeNVFP4})
+}
+
+// kvaluesFP4 is kvalues_fp4 of ggml-common.h: twice the E2M1 values, indexed by the 4-bit code.
+var kvaluesFP4 = [16]int8{0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}
+
+// bestIndexFP4 is best_index_mxfp4: the first code whose value times e is nearest to x.
+func bestIndexFP4(x, e float32) uint8 {
+	best := uint8(0)
+	bestErr := abs32(float32(float32(kvaluesFP4[0])*e) - x)
+	for i := 1; i < 16; i++ {
+		if err := abs32(float32(float32(kvaluesFP4[i])*e) - x); err < bestErr {
+			best, bestErr = uint8(i), err
+		}
+	}
+	return best
+}
+
+// e8m0Half is GGML_E8M0_TO_FP32_HALF: 2^(e-128), subnormal for e < 2.
+func e8m0Half(e uint8) float32 {
+	if e < 2 {
+		return math.Float32frombits(0x00200000 << e)
+	}
+	return math.Float32frombits(uint32(e-1) << 23)
+}
+
+func encodeMXFP4(dst []byte, src, _ []float32) {
+	for b := range len(src) / qk {
+		x, y := src[b*qk:][:qk], dst[b*17:][:17]
+		var amax float32
+		for _, v := range x {
+			if a := abs32(v); amax < a {
+				amax = a
+			}
+		}
+		var e uint8
+		if amax > 0 {
+			// (uint8_t)(floorf(log2f(amax)) - 2 + 127); log2f is correctly rounded in glibc, which rounding
+			// the float64 logarithm reproduces.
+			l := float32(math.Floor(float64(float32(math.Log2(float64(amax))))))
+			e = uint8(truncInt32(l - 2 + 127))
+		}
+		d := e8m0Half(e)
+		y[0] = e
+		for j := range qk / 2 {
+			y[1+j] = bestIndexFP4(x[j], d) | bestIndexFP4(x[j+qk/2], d)<<4
+		}
+	}
+}
+
+func decodeMXFP4(dst []float32, src []byte) {
+	for b := range len(dst) / qk {
+		y, x := dst[b*qk:][:qk], src[b*17:][:17]
+		d := e8m0Half(x[0])
+		for j, q := range x[1:17] {
+			y[j] = float32(kvaluesFP4[q&0x0F]) * d
+			y[j+qk/2] = float32(kvaluesFP4[q>>4]) * d
+		}
+	}
+}
+
+// ue4m3Half is ggml_ue4m3_to_fp32: the unsigned E4M3 scale (0x7F, its NaN, reads as 0) times 0.5.
+var ue4m3Half = func() (t [256]float32) {
+	for x := range t {
+		exp, man := x>>3&0xF, x&7
+		switch {
+		case x == 0 || x == 0x7F:
+		case exp == 0:
+			t[x] = float32(math.Ldexp(float64(man), -9)) * 0.5
+		default:
+			t[x] = float32(math.Ldexp(1+float64(man)/8, exp-7)) * 0.5
+		}
+	}
+	return t
+}()
+
+// fp32ToUE4M3 is ggml_fp32_to_ue4m3: round half up on the mantissa, saturating at 0x7E (448); zero, negative
+// and NaN give 0.
+func fp32ToUE4M3(x float32) uint8 {
+	if !(x > 0) {
+		return 0
+	}
+	if x > 448 {
+		x = 448
+	}
+	bits := math.Float32bits(x)
+	exp := int(bits>>23&0xFF) - 127 + 7
+	man := int(bits >> 20 & 7)
+	if exp <= 0 {
+		m := min(int(truncInt32(float32(x*512)+0.5)), 7)
+		if m < 1 {
+			return 0
+		}
+		return uint8(m)
+	}
+	if exp >= 15 {
+		return 0x7E
+	}
+	man += int(bits >> 19 & 1)
+	if man > 7 {
+		man = 0
+		exp++
+		if exp >= 15 {
+			return 0x7E
+		}
+	}
+	return uint8(exp<<3 | man)
+}
+
+const (
+	qkNVFP4    = 64
+	qkNVFP4Sub = 16
+)
+
+func encodeNVFP4(dst []byte, src, _ []float32) {
+	for b := range len(src) / qkNVFP4 {
+		x, y := src[b*qkNVFP4:][:qkNVFP4], dst[b*36:][:36]
+		for s := range qkNVFP4 / qkNVFP4Sub {
+			xb := x[s*qkNVFP4Sub:][:qkNVFP4Sub]
+			var amax float32
+			for _, v := range xb {
+				if a := abs32(v); amax < a {
+					amax = a
+				}
+			}
+			ue := fp32ToUE4M3(amax / 6)
+			y[s] = ue
+			d := ue4m3Half[ue]
+			qs := y[4+s*qkNVFP4Sub/2:][:qkNVFP4Sub/2]
+			for j := range qs {
+				qs[j] = bestIndexFP4(xb[j], d) | bestIndexFP4(xb[j+qkNVFP4Sub/2], d)<<4
+			}
+		}
+	}
+}
+
+func decodeNVFP4(dst []float32, src []byte) {
+	for b := range len(dst) / qkNVFP4 {
+		y, x := dst[b*qkNVFP4:][:qkNVFP4], src[b*36:][:36]
+		for s := range qkNVFP4 / qkNVFP4Sub {
+			d := ue4m3Half[x[s]]
+			yb := y[s*qkNVFP4Sub:][:qkNVFP4Sub]
+			for j, q := range x[4+s*qkNVFP4Sub/2:][:qkNVFP4Sub/2] {
+				yb[j] = float32(kvaluesFP4[q&0x0F]) * d
+				yb[j+qkNVFP4Sub/2] = float32(kvaluesFP4[q>>4]) * d
+			}
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package quant
+
+import (
+	"math"
+	"sync"
+)
+
+// lattice is an i-quant codebook seen the way ggml's encoders search it (iq2xs_init_impl, iq3xs_init_impl): each
+// coordinate is a level l = 0, 1, 2, ... standing for the odd integer 2l+1, and a group of levels packs into a key with
+// `bits` bits per coordinate. The encoders round each coordinate to a level, look the key up, and when the key is not
+// a codebook point, search a precomputed list of its nearest codebook points instead.
+type lattice struct {
+	dim, bits int
+	points    []int8 // 2l+1 per coordinate, dim per point, in codebook order (ggml's kgrid_q2xs / kgrid_q3xs)
+	// index maps a key to its point, or for a key off the codebook to -(offset+1): neighbours[offset] is the length
+	// of its list and the point indices follow.
+	index      []int32
+	neighbours []uint16
+}
+
+// newLattice builds the search tables for a codebook of n points read by coord(point, coordinate) as levels.
+// maxLevel is the largest level an encoder rounds to (it clamps to kMaxQ-1), so only keys made of levels 0..maxLevel
+// need neighbour lists. nwant is ggml's count of distinct squared distances kept per list: a key's list holds every
+// point whose squared distance is among the nwant smallest, ordered by distance then point index, as ggml's qsort
+// with a total order leaves them.
+func newLattice(n, dim, bits, maxLevel, nwant int, coord func(point, c int) int) *lattice {
+	lt := &lattice{dim: dim, bits: bits, points: make([]int8, n*dim)}
+	for p := range n {
+		for c := range dim {
+			lt.points[p*dim+c] = int8(2*coord(p, c) + 1)
+		}
+	}
+	keys := 0
+	for range dim {
+		keys = keys<<bits | maxLevel
+	}
+	keys++
+	lt.index = make([]int32, keys)
+	for i := range lt.index {
+		lt.index[i] = -1
+	}
+	for p := range n {
+		lt.index[lt.key(lt.points[p*dim:(p+1)*dim])] = int32(p)
+	}
+
+	pos := make([]int8, dim)
+	d2 := make([]int, n)
+	for key := range keys {
+		if lt.index[key] >= 0 || !lt.levelsWithin(key, maxLevel) {
+			continue
+		}
+		for c := range dim {
+			pos[c] = int8(2*(key>>(bits*c)&(1<<bits-1)) + 1)
+		}
+		maxD2 := 0
+		for p := range n {
+			s := 0
+			for c, q := range lt.points[p*dim : (p+1)*dim] {
+				diff := int(q) - int(pos[c])
+				s += diff * diff
+			}
+			d2[p] = s
+			maxD2 = max(maxD2, s)
+		}
+		// The nwant smallest distinct distances, found by repeatedly taking the least distance above the last.
+		offset := len(lt.neighbours)
+		lt.neighbours = append(lt.neighbours, 0)
+		last := -1
+		for range nwant {
+			next := maxD2 + 1
+			for _, s := range d2 {
+				if s > last && s < next {
+					next = s
+				}
+			}
+			if next > maxD2 {
+				break
+			}
+			for p, s := range d2 {
+				if s == next {
+					lt.neighbours = append(lt.neighbours, uint16(p))
+				}
+			}
+			last = next
+		}
+		lt.neighbours[offset] = uint16(len(lt.neighbours) - offset - 1)
+		lt.index[key] = -int32(offset) - 1
+	}
+	return lt
+}
+
+// levelsWithin reports whether every coordinate of key is at most maxLevel.
+func (lt *lattice) levelsWithin(key, maxLevel int) bool {
+	for c := range lt.dim {
+		if key>>(lt.bits*c)&(1<<lt.bits-1) > maxLevel {
+			return false
+		}
+	}
+	return true
+}
+
+// key packs a point given as odd coordinates 2l+1.
+func (lt *lattice) key(q []int8) int {
+	k := 0
+	for c := range lt.dim {
+		k |= int(q[c]-1) / 2 << (lt.bits * c)
+	}
+	return k
+}
+
+// point returns the odd coordinates of codebook entry p.
+func (lt *lattice) point(p int) []int8 { return lt.points[p*lt.dim : (p+1)*lt.dim] }
+
+// neighboursOf returns the neighbour list of an off-codebook index entry.
+func (lt *lattice) neighboursOf(entry int32) []uint16 {
+	off := -int(entry) - 1
+	return lt.neighbours[off+1 : off+1+int(lt.neighbours[off])]
+}
+
+// snap rounds one group of xval at inverse scale id to levels (clamped to 0..maxLevel), written to L. If those levels
+// are not a codebook point, the neighbour of the rounded key with the least weighted squared error at scale replaces
+// them (iq2_find_best_neighbour, iq3_find_best_neighbour). It returns the point index and whether rounding alone
+// landed on the codebook.
+func (lt *lattice) snap(xval, waux []float32, id, scale float32, maxLevel int, L []int8) (int, bool) {
+	k := 0
+	for c := range lt.dim {
+		l := min(max(nearestInt(0.5*(float32(id*xval[c])-1)), 0), maxLevel)
+		L[c] = int8(l)
+		k |= l << (lt.bits * c)
+	}
+	if p := lt.index[k]; p >= 0 {
+		return int(p), true
+	}
+	best, bestD2 := -1, float32(math.MaxFloat32)
+	for _, p := range lt.neighboursOf(lt.index[k]) {
+		var d2 float32
+		for c, q := range lt.point(int(p)) {
+			diff := float32(scale*float32(q)) - xval[c]
+			d2 += float32(waux[c]*diff) * diff
+		}
+		if d2 < bestD2 {
+			best, bestD2 = int(p), d2
+		}
+	}
+	if best < 0 {
+		// Every distance was NaN or infinite: ggml asserts here; keep the nearest point by rounding order instead
+		// so that non-finite input still yields a block (ggml_validate_row_data rejects such rows anyway).
+		best = int(lt.neighboursOf(lt.index[k])[0])
+	}
+	for c, q := range lt.point(best) {
+		L[c] = (q - 1) / 2
+	}
+	return best, false
+}
+
+// Codebooks for the encoders, built on first use: the IQ1 table takes tens of milliseconds.
+var (
+	iq2xxsLattice = lazyLattice(func() *lattice { return gridLattice8(iq2xxsGrid[:], iq2Level, 2) })
+	iq2xsLattice  = lazyLattice(func() *lattice { return gridLattice8(iq2xsGrid[:], iq2Level, 2) })
+	iq2sLattice   = lazyLattice(func() *lattice { return gridLattice8(iq2sGrid[:], iq2Level, 1) })
+	iq1sLattice   = lazyLattice(func() *lattice { return gridLattice8(iq1sGrid[:], iq1Level, 3) })
+	iq3xxsLattice = lazyLattice(func() *lattice { return gridLattice4(iq3xxsGrid[:], iq3xxsLevel, 2) })
+	iq3sLattice   = lazyLattice(func() *lattice { return gridLattice4(iq3sGrid[:], iq3sLevel, 3) })
+)
+
+func lazyLattice(build func() *lattice) func() *lattice { return sync.OnceValue(build) }
+
+// The level of a codebook byte. The codebooks store scaled magnitudes; ggml's encoder tables (kgrid_2bit_*,
+// kgrid_1bit_2048, kgrid_256, kgrid_512 in ggml-quants.c) list the same points as levels, the rank of each byte
+// among the codebook's values.
+func iq2Level(b uint8) int {
+	switch b {
+	case 0x08:
+		return 0
+	case 0x19:
+		return 1
+	}
+	return 2 // 0x2b
+}
+
+func iq1Level(b uint8) int { return int(int8(b)) + 1 } // -1, 0, 1
+
+func iq3xxsLevel(b uint8) int {
+	if b == 0x3e {
+		return 7
+	}
+	return int(b-4) / 8 // 4, 12, ..., 52
+}
+
+func iq3sLevel(b uint8) int { return int(b-1) / 2 } // 1, 3, ..., 15
+
+// gridLattice8 builds the 8-coordinate, 2-bit-key search table of an IQ2/IQ1 codebook (iq2xs_init_impl).
+func gridLattice8(grid []uint64, level func(uint8) int, nwant int) *lattice {
+	return newLattice(len(grid), 8, 2, 2, nwant, func(p, c int) int { return level(uint8(grid[p] >> (8 * c))) })
+}
+
+// gridLattice4 builds the 4-coordinate, 3-bit-key search table of an IQ3 codebook (iq3xs_init_impl).
+func gridLattice4(grid []uint32, level func(uint8) int, nwant int) *lattice {
+	return newLattice(len(grid), 4, 3, 7, nwant, func(p, c int) int { return level(uint8(grid[p] >> (8 * c))) })
+}
