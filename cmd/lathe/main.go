@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -33,7 +34,7 @@ func newApp() *cli.App {
 func main() {
 	app := newApp()
 	err := app.Run(permuteArgs(app, os.Args))
-	os.Exit(exitCode(err))
+	os.Exit(exitCode(os.Stderr, err))
 }
 
 // checkFailed marks an error as "the command ran and the check it performs failed" (exit 1), as opposed to a
@@ -42,11 +43,12 @@ type checkFailed struct{ msg string }
 
 func (e checkFailed) Error() string { return e.msg }
 
-func exitCode(err error) int {
+// exitCode prints err, if any, and maps it to the documented exit code.
+func exitCode(stderr io.Writer, err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "lathe:", err)
+	fmt.Fprintln(stderr, "lathe:", err)
 	var cf checkFailed
 	if errors.As(err, &cf) {
 		return 1
