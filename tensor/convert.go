@@ -179,6 +179,11 @@ var f16Table = func() *[1 << 16]float32 {
 // F16ToFloat32 decodes len(dst) little-endian F16 values.
 func F16ToFloat32(dst []float32, src []byte) {
 	src = src[:2*len(dst)]
+	done := f16ToFloat32Asm(dst, src)
+	f16ToFloat32Go(dst[done:], src[2*done:])
+}
+
+func f16ToFloat32Go(dst []float32, src []byte) {
 	for i := range dst {
 		dst[i] = f16Table[uint16(src[2*i])|uint16(src[2*i+1])<<8]
 	}
@@ -187,6 +192,11 @@ func F16ToFloat32(dst []float32, src []byte) {
 // Float32ToF16 encodes src as little-endian F16 with IEEE round-to-nearest-even (x448/float16).
 func Float32ToF16(dst []byte, src []float32) {
 	dst = dst[:2*len(src)]
+	done := float32ToF16Asm(dst, src)
+	float32ToF16Go(dst[2*done:], src[done:])
+}
+
+func float32ToF16Go(dst []byte, src []float32) {
 	for i, v := range src {
 		h := uint16(float16.Fromfloat32(v))
 		dst[2*i] = byte(h)
