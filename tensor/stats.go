@@ -100,21 +100,7 @@ func summarise(vals []float32) partial {
 	p := partial{min: math.Inf(1), max: math.Inf(-1)}
 	// Fast pass assuming every value is finite: a NaN or Inf anywhere makes the sum non-finite, and only then
 	// is the chunk walked again with per-element checks.
-	lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
-	var sum float64
-	var zeros int64
-	for _, x := range vals {
-		if x < lo {
-			lo = x
-		}
-		if x > hi {
-			hi = x
-		}
-		if x == 0 {
-			zeros++
-		}
-		sum += float64(x)
-	}
+	lo, hi, sum, zeros := fastMoments(vals)
 	p.n = int64(len(vals))
 	if math.IsNaN(sum) || math.IsInf(sum, 0) {
 		lo, hi, sum, zeros = float32(math.Inf(1)), float32(math.Inf(-1)), 0, 0
@@ -151,6 +137,73 @@ func summarise(vals []float32) partial {
 		p.m2 += d * d
 	}
 	return p
+}
+
+// fastMoments returns min, max, sum and zero count assuming finite input. Four independent lanes break the
+// dependency chain of a single running sum, which otherwise limits the loop to one element per add latency.
+func fastMoments(vals []float32) (lo, hi float32, sum float64, zeros int64) {
+	lo, hi = float32(math.Inf(1)), float32(math.Inf(-1))
+	lo1, hi1 := lo, hi
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(vals); i += 4 {
+		a, b, c, d := vals[i], vals[i+1], vals[i+2], vals[i+3]
+		s0 += float64(a)
+		s1 += float64(b)
+		s2 += float64(c)
+		s3 += float64(d)
+		// Plain comparisons, not the min/max builtins, whose NaN and signed-zero rules cost branches.
+		if a < lo {
+			lo = a
+		}
+		if a > hi {
+			hi = a
+		}
+		if b < lo1 {
+			lo1 = b
+		}
+		if b > hi1 {
+			hi1 = b
+		}
+		if c < lo {
+			lo = c
+		}
+		if c > hi {
+			hi = c
+		}
+		if d < lo1 {
+			lo1 = d
+		}
+		if d > hi1 {
+			hi1 = d
+		}
+		zeros += int64(b2i(a == 0) + b2i(b == 0) + b2i(c == 0) + b2i(d == 0))
+	}
+	for ; i < len(vals); i++ {
+		x := vals[i]
+		s0 += float64(x)
+		if x < lo {
+			lo = x
+		}
+		if x > hi {
+			hi = x
+		}
+		zeros += int64(b2i(x == 0))
+	}
+	if lo1 < lo {
+		lo = lo1
+	}
+	if hi1 > hi {
+		hi = hi1
+	}
+	return lo, hi, (s0 + s1) + (s2 + s3), zeros
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (p *partial) merge(o partial) {

@@ -65,7 +65,15 @@ func TestComputeStats(t *testing.T) {
 
 func BenchmarkComputeStatsF32(b *testing.B) {
 	n := 1 << 24
+	rng := rand.New(rand.NewPCG(3, 4))
+	vals := make([]float32, n)
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64() * 0.02)
+	}
 	data := make([]byte, 4*n)
+	if err := FromFloat32(data, vals, F32); err != nil {
+		b.Fatal(err)
+	}
 	v, _ := NewView("x", F32, Shape{int64(n)}, data)
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
