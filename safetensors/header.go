@@ -29,9 +29,9 @@ type TensorInfo struct {
 
 // header is a parsed and validated JSON header.
 type header struct {
-	tensors  []TensorInfo   // in data_offsets order, Offset relative to the data section until located
-	index    map[string]int // name → position in the header; order[position] is the index in tensors
-	order    []int
+	tensors  []TensorInfo      // in data_offsets order, Offset relative to the data section until located
+	index    map[string]int    // name → position of the entry in the header
+	order    []int             // position in the header → index in tensors
 	metadata map[string]string // nil when the header has no __metadata__ or it is null
 	dataLen  uint64            // end of the last tensor: the size the data section must have
 }
@@ -40,9 +40,9 @@ type header struct {
 type entry struct {
 	info       TensorInfo
 	begin, end uint64
-	pos        int // offset of the entry's name in the header
-	bits       uint64
-	seq        int // position among the header's entries
+	pos        int    // offset of the entry's name in the header
+	bits       uint64 // bits per element of the dtype
+	seq        int    // position among the header's entries
 }
 
 const metadataKey = "__metadata__"
@@ -84,7 +84,9 @@ func parseHeader(b []byte) (*header, error) {
 		return nil, s.errorf("header must begin with '{', found %s", s.found())
 	}
 	s.pos++
-	h := &header{index: map[string]int{}}
+	// A tensor entry takes at least ~45 bytes of JSON, so len/64 is a count that a real header rarely exceeds
+	// (saving the rehashing of a growing map) and that costs under half the header's size in memory.
+	h := &header{index: make(map[string]int, len(b)/64)}
 	var entries []entry
 	seenMetadata := false
 	if s.peek() == '}' {

@@ -40,12 +40,7 @@ func OpenIndex(indexPath string) (*Model, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(indexPath)
-	var names []string
-	for _, file := range weightMap {
-		names = append(names, file)
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
+	names := slices.Compact(slices.Sorted(maps.Values(weightMap)))
 	paths := make([]string, len(names))
 	for i, name := range names {
 		paths[i] = filepath.Join(dir, name)

@@ -5,8 +5,11 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lathe-ml/lathe/modelfile"
 	"github.com/lathe-ml/lathe/tensor"
@@ -93,7 +96,7 @@ func printReport(out io.Writer, r *modelfile.Report, full bool) {
 	if len(r.Metadata) > 0 {
 		fmt.Fprintln(out, "\nmetadata")
 		for _, k := range slices.Sorted(maps.Keys(r.Metadata)) {
-			fmt.Fprintf(out, "  %s = %s\n", k, r.Metadata[k])
+			fmt.Fprintf(out, "  %s = %s\n", printable(k), printable(r.Metadata[k]))
 		}
 	}
 	if r.GGUF != nil && len(r.GGUF.KV) > 0 {
@@ -118,15 +121,24 @@ func printReport(out io.Writer, r *modelfile.Report, full bool) {
 	// Right alignment suits the numbers; names are padded to one width first so that they read left-aligned.
 	width := len("name")
 	for _, t := range r.Tensors {
-		width = max(width, len(t.Name))
+		width = max(width, len(printable(t.Name)))
 	}
 	fmt.Fprintf(w, "%-*s%s\n", width, "name", header[len("name"):])
 	for _, t := range r.Tensors {
-		fmt.Fprintf(w, "%-*s\t%s\t%v\t%s\t%s\t", width, t.Name, t.DType, tensor.Shape(t.Shape), thousands(t.Parameters), thousands(t.Bytes))
+		fmt.Fprintf(w, "%-*s\t%s\t%v\t%s\t%s\t", width, printable(t.Name), t.DType, tensor.Shape(t.Shape), thousands(t.Parameters), thousands(t.Bytes))
 		if s := t.Stats; s != nil {
 			fmt.Fprintf(w, "%.4g\t%.4g\t%.4g\t%.4g\t%.4g\t%d\t%d\t", s.Min, s.Max, s.Mean, s.Std, s.AbsMax, s.NaN, s.Inf)
 		}
 		fmt.Fprintln(w)
 	}
 	w.Flush()
+}
+
+// printable quotes a string from a file if it holds control or invalid characters, so that metadata written by a
+// stranger cannot move the cursor, clear the screen or hide text in the user's terminal.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	return strconv.Quote(s)
 }
