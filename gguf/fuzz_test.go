@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/lathe-ml/lathe/internal/testshared"
 )
 
 // FuzzHeader reads arbitrary bytes with both readers. A file is accepted by the ReaderAt reader exactly when the
@@ -31,7 +33,7 @@ func FuzzHeader(f *testing.F) {
 		f.Add(every.Bytes())
 	}
 	// Real headers, cut short: they exercise long key lists and end in truncation errors.
-	if root, ok := findShared(); ok {
+	if root, ok := testshared.Dir(); ok {
 		for _, rel := range []string{"data/gguf/llama.cpp-vocab/ggml-vocab-gpt-2.gguf",
 			"models/tiny-llama-a/gguf/tiny-llama-a-q4_0.gguf"} {
 			if b, err := os.ReadFile(filepath.Join(root, rel)); err == nil {

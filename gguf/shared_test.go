@@ -14,38 +14,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/internal/testshared"
+
 	"github.com/lathe-ml/lathe/tensor"
 )
 
-// findShared looks for the shared reference data: a directory named "shared" beside one of the package's
-// ancestors (/work/shared for /work/main/gguf).
-func findShared() (string, bool) {
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		return "", false
-	}
-	for {
-		cand := filepath.Join(dir, "shared")
-		if st, err := os.Stat(cand); err == nil && st.IsDir() {
-			return cand, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-}
-
-// sharedDir returns the shared directory or skips the test.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, ok := findShared()
-	if !ok {
-		t.Skip("no shared/ directory beside the repository: reference GGUF files unavailable")
-	}
-	return dir
-}
+// sharedDir returns ../shared or skips the test.
+func sharedDir(t testing.TB) string { return testshared.Path(t) }
 
 // sharedGGUFs lists every .gguf under the shared directory.
 func sharedGGUFs(t testing.TB) []string {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lathe-ml/lathe/internal/testshared"
 )
 
 // FuzzHeader feeds arbitrary files to the reader. A file is either refused with a *FormatError or accepted, and an
@@ -18,7 +20,7 @@ func FuzzHeader(f *testing.F) {
 		f.Add([]byte(a.file))
 	}
 	f.Add([]byte(file(`{"__metadata__":{"a":"b"},"x":{"dtype":"F4","shape":[2,1],"data_offsets":[0,1]},"y":{"dtype":"BF16","shape":[],"data_offsets":[1,3]}}`, "abc")))
-	if shared, ok := findShared(); ok {
+	if shared, ok := testshared.Dir(); ok {
 		golden := 0
 		filepath.WalkDir(shared, func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".safetensors") {

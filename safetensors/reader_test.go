@@ -12,35 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/internal/testshared"
+
 	"github.com/lathe-ml/lathe/tensor"
 )
 
-// findShared looks for shared/ beside the repository by walking up from the package directory.
-func findShared() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if st, err := os.Stat(filepath.Join(dir, "shared", "reference")); err == nil && st.IsDir() {
-			return filepath.Join(dir, "shared"), true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-}
-
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, ok := findShared()
-	if !ok {
-		t.Skip("shared/ (real safetensors files) not found above the package directory")
-	}
-	return dir
-}
+// sharedDir returns ../shared or skips the test.
+func sharedDir(t testing.TB) string { return testshared.Path(t) }
 
 // realFiles lists every .safetensors file under shared/.
 func realFiles(t testing.TB) []string {
