@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/lathe-ml/lathe/gguf"
+	"github.com/lathe-ml/lathe/remote"
 	"github.com/lathe-ml/lathe/safetensors"
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -28,14 +29,14 @@ type Tensor struct {
 	Name   string
 	DType  tensor.DType
 	Shape  tensor.Shape
-	File   string // the file holding the data (a shard or split), "-" for standard input
+	File   string // the file holding the data (a shard or split), "-" for standard input, or its URL
 	Offset int64  // absolute offset of the data in File
 	Size   int64
 }
 
 // Model is an open model. Views it returns are valid until Close.
 type Model struct {
-	Path        string // as given: a file, a directory, or "-"
+	Path        string // as given: a file, a directory, a URL, or "-"
 	Format      Format
 	Files       []string // every file the model spans, in order
 	FileBytes   int64    // total size of those files
@@ -50,10 +51,28 @@ type Model struct {
 
 var ggufMagic = []byte("GGUF")
 
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	http remote.Options
+}
+
+// HTTP sets how URLs are fetched: headers, bearer token, timeout, retries.
+func HTTP(o remote.Options) Option { return func(opts *options) { opts.http = o } }
+
 // Open opens path: a .gguf file (the first of a split set opens the whole set), a safetensors file (optionally
-// zstd-compressed), a directory holding safetensors shards, or "-" for standard input, whose format is told
-// from its first bytes.
-func Open(path string) (*Model, error) {
+// zstd-compressed), a directory holding safetensors shards, "-" for standard input, whose format is told
+// from its first bytes, or an http(s) URL of a GGUF or safetensors file or of a sharded checkpoint's
+// *.safetensors.index.json, read with range requests so that only the bytes asked for travel (see HTTP).
+func Open(path string, opts ...Option) (*Model, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if remote.IsURL(path) {
+		return openURL(path, o.http)
+	}
 	if path == "-" {
 		data, err := io.ReadAll(os.Stdin)
 		if err != nil {
@@ -99,7 +118,11 @@ func FromBytes(name string, data []byte) (*Model, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		f.Name = name
-		return fromGGUF(name, f)
+		m, err := fromGGUF(name, f)
+		if err == nil {
+			m.FileBytes = int64(len(data))
+		}
+		return m, err
 	}
 	f, err := safetensors.NewReader(r, int64(len(data)))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/lathe-ml/lathe/gguf"
-	"github.com/lathe-ml/lathe/quant"
 	"github.com/lathe-ml/lathe/tensor"
 )
 
@@ -149,13 +148,9 @@ func (m *Model) Stats(name string) (tensor.Stats, error) {
 	if err != nil {
 		return tensor.Stats{}, err
 	}
-	var decode tensor.Decoder
-	if v.DType.IsQuantized() {
-		if !quant.CanDecode(v.DType) {
-			return tensor.Stats{}, fmt.Errorf("tensor %q: decoding %s is not supported", name, v.DType)
-		}
-		dt := v.DType
-		decode = func(dst []float32, src []byte) error { return quant.Decode(dt, dst, src) }
+	decode, err := decoder(v.DType)
+	if err != nil {
+		return tensor.Stats{}, fmt.Errorf("tensor %q: %w", name, err)
 	}
 	return tensor.ComputeStats(v, decode)
 }

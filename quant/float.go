@@ -19,10 +19,12 @@ func init() {
 }
 
 func encodeF16(dst []byte, src, _ []float32) {
-	dst = dst[:2*len(src)]
+	tensor.Float32ToF16(dst, src) // round to nearest even, as ggml_compute_fp32_to_fp16 does for non-NaN values
 	for i, v := range src {
-		h := fp32ToFP16(v)
-		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
+		if v != v {
+			h := fp32ToFP16(v)
+			dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
+		}
 	}
 }
 

@@ -18,16 +18,33 @@ func init() {
 // kvaluesFP4 is kvalues_fp4 of ggml-common.h: twice the E2M1 values, indexed by the 4-bit code.
 var kvaluesFP4 = [16]int8{0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}
 
-// bestIndexFP4 is best_index_mxfp4: the first code whose value times e is nearest to x.
-func bestIndexFP4(x, e float32) uint8 {
-	best := uint8(0)
-	bestErr := abs32(float32(float32(kvaluesFP4[0])*e) - x)
-	for i := 1; i < 16; i++ {
-		if err := abs32(float32(float32(kvaluesFP4[i])*e) - x); err < bestErr {
-			best, bestErr = uint8(i), err
-		}
+// fp4Grid holds kvaluesFP4[0..7]·e, the non-negative code values of one block scale e.
+type fp4Grid [8]float32
+
+func newFP4Grid(e float32) (g fp4Grid) {
+	for i := range g {
+		g[i] = float32(kvaluesFP4[i]) * e
 	}
-	return best
+	return g
+}
+
+// bestIndex is best_index_mxfp4: the first of the 16 codes whose value is nearest x, the distances rounded to
+// float32. Codes of the other sign than x are never strictly nearer than code 0 (their distance is |x| plus a
+// non-negative amount), so only the eight values on x's side compete, mirrored for negative x; and since the
+// distances are non-negative floats, their bit patterns order like them, so the first nearest is the smallest
+// bits<<3 | index, found without branches.
+func (g *fp4Grid) bestIndex(x float32) uint8 {
+	if x != x {
+		return 0 // every distance is NaN, and no later code compares below code 0's
+	}
+	a := abs32(x)
+	key := func(i int) uint64 { return uint64(math.Float32bits(g[i]-a)&0x7fffffff)<<3 | uint64(i) }
+	best := min(min(key(0), key(1)), min(key(2), key(3)), min(key(4), key(5)), min(key(6), key(7)))
+	i := uint8(best & 7)
+	if x < 0 && i != 0 {
+		i += 8
+	}
+	return i
 }
 
 // e8m0Half is GGML_E8M0_TO_FP32_HALF: 2^(e-128), subnormal for e < 2.
@@ -54,10 +71,10 @@ func encodeMXFP4(dst []byte, src, _ []float32) {
 			l := float32(math.Floor(float64(float32(math.Log2(float64(amax))))))
 			e = uint8(truncInt32(l - 2 + 127))
 		}
-		d := e8m0Half(e)
+		g := newFP4Grid(e8m0Half(e))
 		y[0] = e
 		for j := range qk / 2 {
-			y[1+j] = bestIndexFP4(x[j], d) | bestIndexFP4(x[j+qk/2], d)<<4
+			y[1+j] = g.bestIndex(x[j]) | g.bestIndex(x[j+qk/2])<<4
 		}
 	}
 }
@@ -139,10 +156,10 @@ func encodeNVFP4(dst []byte, src, _ []float32) {
 			}
 			ue := fp32ToUE4M3(amax / 6)
 			y[s] = ue
-			d := ue4m3Half[ue]
+			g := newFP4Grid(ue4m3Half[ue])
 			qs := y[4+s*qkNVFP4Sub/2:][:qkNVFP4Sub/2]
 			for j := range qs {
-				qs[j] = bestIndexFP4(xb[j], d) | bestIndexFP4(xb[j+qkNVFP4Sub/2], d)<<4
+				qs[j] = g.bestIndex(xb[j]) | g.bestIndex(xb[j+qkNVFP4Sub/2])<<4
 			}
 		}
 	}

@@ -3,41 +3,21 @@ package quant_test
 import (
 	"bytes"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lathe-ml/lathe/internal/testshared"
 	"github.com/lathe-ml/lathe/quant"
+	"github.com/lathe-ml/lathe/safetensors"
 	"github.com/lathe-ml/lathe/tensor"
 )
-
-// goldenDir finds ../shared/golden/quant by walking up from the package directory to the folder that holds
-// shared/ beside the repository.
-func goldenDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "golden", "quant")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("shared/golden/quant not found above the package directory; goldens are not available here")
-		}
-		dir = parent
-	}
-}
 
 // TestGolden checks every file of shared/golden/quant, each produced by ggml's ggml_quantize_chunk and to_float:
 // Encode must reproduce `quantized` byte for byte from `input` (and `imatrix` when present), and Decode must
 // reproduce `dequantized` bit for bit from `quantized`. A type without a codec fails.
 func TestGolden(t *testing.T) {
-	dir := goldenDir(t)
+	dir := testshared.Path(t, "golden", "quant")
 	files, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -48,18 +28,26 @@ func TestGolden(t *testing.T) {
 	for _, path := range files {
 		name := strings.TrimSuffix(filepath.Base(path), ".safetensors")
 		t.Run(name, func(t *testing.T) {
-			typ, err := tensor.ParseDType(strings.Split(name, "__")[0])
+			f, err := safetensors.Open(path)
 			if err != nil {
-				t.Fatalf("file name does not start with a type: %v", err)
+				t.Fatal(err)
 			}
-			g := loadGolden(t, path)
-			rows, nPerRow := int(g.input.Shape[0]), int(g.input.Shape[1])
-			input := float32s(t, g.input)
+			defer f.Close()
+			typ, err := tensor.ParseDType(f.Metadata()["ggml_type"])
+			if err != nil {
+				t.Fatalf("metadata ggml_type: %v", err)
+			}
+			in := view(t, f, "input", tensor.F32)
+			if len(in.Shape) != 2 {
+				t.Fatalf("input has shape %v, want [rows, n_per_row]", in.Shape)
+			}
+			rows, nPerRow := int(in.Shape[0]), int(in.Shape[1])
+			input := float32s(t, in)
 			var imatrix []float32
-			if g.imatrix != nil {
-				imatrix = float32s(t, *g.imatrix)
+			if _, ok := f.Lookup("imatrix"); ok {
+				imatrix = float32s(t, view(t, f, "imatrix", tensor.F32))
 			}
-			want := g.quantized.Data
+			want := view(t, f, "quantized", tensor.U8).Data
 
 			got := make([]byte, len(want))
 			if err := quant.Encode(typ, got, input, nPerRow, imatrix); err != nil {
@@ -81,7 +69,7 @@ func TestGolden(t *testing.T) {
 					want[first*bb:(first+1)*bb])
 			}
 
-			wantF := float32s(t, g.dequantized)
+			wantF := float32s(t, view(t, f, "dequantized", tensor.F32))
 			gotF := make([]float32, rows*nPerRow)
 			if err := quant.Decode(typ, gotF, want); err != nil {
 				t.Errorf("decode: %v", err)
@@ -105,11 +93,20 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+func view(t *testing.T, f *safetensors.File, name string, dt tensor.DType) tensor.View {
+	t.Helper()
+	v, err := f.Tensor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.DType != dt {
+		t.Fatalf("tensor %q is %s, want %s", name, v.DType, dt)
+	}
+	return v
+}
+
 func float32s(t *testing.T, v tensor.View) []float32 {
 	t.Helper()
-	if v.DType != tensor.F32 {
-		t.Fatalf("tensor %q is %s, want F32", v.Name, v.DType)
-	}
 	f, err := v.Float32s()
 	if err != nil {
 		t.Fatal(err)

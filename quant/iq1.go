@@ -80,23 +80,21 @@ var (
 )
 
 // iq1Neighbour replaces a group of 8 levels that is not a codebook point by the neighbour of its key with the least
-// weighted squared error at scale, values xx[level] (iq1_find_best_neighbour2). It returns the point index.
+// weighted squared error at scale, values xx[level] (iq1_find_best_neighbour2), and returns the point index. If
+// every distance is NaN or infinite, ggml scans the whole codebook reading past the group (undefined behaviour)
+// and aborts; the first neighbour is taken instead so that such input still yields a block.
 func iq1Neighbour(lt *lattice, entry int32, x, weight []float32, scale float32, xx *[3]float32, L []int8) int {
-	best, bestD2 := -1, float32(math.MaxFloat32)
-	for _, p := range lt.neighboursOf(entry) {
+	neighbours := lt.neighboursOf(entry)
+	best, bestD2 := int(neighbours[0]), float32(math.MaxFloat32)
+	for _, p := range neighbours {
 		var d2 float32
 		for i, q := range lt.point(int(p)) {
 			diff := float32(scale*xx[(q-1)/2]) - x[i]
-			d2 += float32(float32(weight[i]*diff) * diff)
+			d2 += wsq(weight[i], diff)
 		}
 		if d2 < bestD2 {
 			best, bestD2 = int(p), d2
 		}
-	}
-	if best < 0 {
-		// Every distance was NaN or infinite. ggml then scans the whole codebook reading past the group (undefined
-		// behaviour) and aborts; take the first neighbour so that such input still yields a block.
-		best = int(lt.neighboursOf(entry)[0])
 	}
 	for i, q := range lt.point(best) {
 		L[i] = (q - 1) / 2
@@ -183,8 +181,7 @@ func encodeIQ1S(dst []byte, src, importance []float32) {
 						if shift < 0 {
 							xx = &iq1Minus
 						}
-						sumqx := float32((sumx[i1]-sumx[0])*xx[0]) + float32((sumx[i2]-sumx[i1])*xx[1]) + float32((sumx[bs]-sumx[i2])*xx[2])
-						sumq2 := float32(float32((sumw[i1]-sumw[0])*xx[0])*xx[0]) + float32(float32((sumw[i2]-sumw[i1])*xx[1])*xx[1]) + float32(float32((sumw[bs]-sumw[i2])*xx[2])*xx[2])
+						sumqx, sumq2 := splitSums(sumx[:], sumw[:], i1, i2, xx)
 						if sumq2 > 0 && sumqx*sumqx > bestScore*sumq2 {
 							scale = sumqx / sumq2
 							bestScore = scale * sumqx
@@ -253,6 +250,17 @@ func encodeIQ1S(dst []byte, src, importance []float32) {
 	}
 }
 
+// splitSums returns IQ1_S's Σw·x·q and Σw·q² when the sorted values below i1 take level 0, those below i2 level 1
+// and the rest level 2, from the prefix sums of w·x and w, evaluated in ggml's order.
+func splitSums(sumx, sumw []float32, i1, i2 int, xx *[3]float32) (sumqx, sumq2 float32) {
+	n := len(sumx) - 1
+	x0, x1, x2 := sumx[i1]-sumx[0], sumx[i2]-sumx[i1], sumx[n]-sumx[i2]
+	w0, w1, w2 := sumw[i1]-sumw[0], sumw[i2]-sumw[i1], sumw[n]-sumw[i2]
+	sumqx = float32(x0*xx[0]) + float32(x1*xx[1]) + float32(x2*xx[2])
+	sumq2 = float32(float32(w0*xx[0])*xx[0]) + float32(float32(w1*xx[1])*xx[1]) + float32(float32(w2*xx[2])*xx[2])
+	return sumqx, sumq2
+}
+
 // setTernaryLevels gives the values in sorted positions [0, i1) level 0, [i1, i2) level 1 and the rest level 2.
 func setTernaryLevels(L []int8, order []int, i1, i2 int) {
 	for j, i := range order {
@@ -283,13 +291,13 @@ func encodeIQ1M(dst []byte, src, importance []float32) {
 	lt := iq1sLattice()
 	masks := [4]uint8{0x00, 0x80, 0x08, 0x88}
 	var (
-		weight       [bs]float32
-		order        [bs]int
-		L            [bs]int8
-		index        [2]int
-		scales       [16]float32
-		shifts       [16]int
-		sumqx, sumq2 [4]float32
+		weight [bs]float32
+		order  [bs]int
+		L      [bs]int8
+		index  [2]int
+		scales [16]float32
+		shifts [16]int
+		terms  [3][bs][8]float32 // per level and sorted value: w·v·x for the 4 shift codes, then w·v²
 	)
 	for ; len(src) >= qkK; src, dst, importance = src[qkK:], dst[56:], advance(importance, qkK) {
 		blk := dst[:56]
@@ -316,33 +324,48 @@ func encodeIQ1M(dst []byte, src, importance []float32) {
 				continue
 			}
 			sortByValue(order[:], xb)
+			// Every split's four sums run over the sorted values in order from zero, as ggml accumulates them;
+			// the terms are precomputed per value and level, and a split (i1, i2) reuses the running sum of its
+			// first i2 terms, which the same i1 with a smaller i2 already built, so the order of additions is kept.
+			for j, i := range order {
+				w, x := weight[i], xb[i]
+				for lvl := range 3 {
+					for k := range 4 {
+						v := iq1mValues(k, i/(bs/2))[lvl]
+						terms[lvl][j][k] = float32(float32(w*v) * x)
+						terms[lvl][j][4+k] = float32(float32(w*v) * v)
+					}
+				}
+			}
 			bestScore, scale := float32(-math.MaxFloat32), mx
 			besti1, besti2, bestK := -1, -1, -1
+			var low [8]float32 // sums of the level-0 terms of the first i1 values
 			for i1 := 0; i1 <= bs; i1++ {
+				head := low // sums of the first i2 terms: level 0 below i1, level 1 from i1
 				for i2 := i1; i2 <= bs; i2++ {
-					// Accumulated from scratch for every split, in sorted order, as ggml does; prefix sums would
-					// round differently.
-					sumqx, sumq2 = [4]float32{}, [4]float32{}
-					for j, i := range order {
-						lvl := 2
-						if j < i1 {
-							lvl = 0
-						} else if j < i2 {
-							lvl = 1
-						}
-						w, x := weight[i], xb[i]
-						for k := range 4 {
-							v := iq1mValues(k, i/(bs/2))[lvl]
-							sumqx[k] += float32(float32(w*v) * x)
-							sumq2[k] += float32(float32(w*v) * v)
+					sums := head
+					for j := i2; j < bs; j++ {
+						for c := range sums {
+							sums[c] += terms[2][j][c]
 						}
 					}
 					for k := range 4 {
-						if sumq2[k] > 0 && sumqx[k]*sumqx[k] > bestScore*sumq2[k] {
-							scale = sumqx[k] / sumq2[k]
-							bestScore = scale * sumqx[k]
+						sumqx, sumq2 := sums[k], sums[4+k]
+						if sumq2 > 0 && sumqx*sumqx > bestScore*sumq2 {
+							scale = sumqx / sumq2
+							bestScore = scale * sumqx
 							besti1, besti2, bestK = i1, i2, k
 						}
+					}
+					if i2 < bs {
+						for c := range head {
+							head[c] += terms[1][i2][c]
+						}
+					}
+				}
+				if i1 < bs {
+					for c := range low {
+						low[c] += terms[0][i1][c]
 					}
 				}
 			}

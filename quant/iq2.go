@@ -24,16 +24,14 @@ const (
 	groupMaxEpsIQ3XXS = 1e-8
 )
 
-// putGroup writes the 8 values db·grid[j], negated where bit j of signs is set, evaluated as ggml does:
-// (db·grid[j])·(±1).
+// putGroup writes the 8 values db·grid[j], negated where bit j of signs is set. ggml writes the sign as a
+// multiplication by ±1, which GCC compiles to a sign flip; flipping the sign bit reproduces that also for a NaN
+// scale, and without a branch on random sign bits.
 func putGroup(y []float32, db float32, grid uint64, signs uint8) {
 	y = y[:8]
 	for j := range y {
-		s := float32(1)
-		if signs>>j&1 != 0 {
-			s = -1
-		}
-		y[j] = db * float32(uint8(grid>>(8*j))) * s
+		v := db * float32(uint8(grid>>(8*j)))
+		y[j] = math.Float32frombits(math.Float32bits(v) ^ uint32(signs>>j&1)<<31)
 	}
 }
 
@@ -176,12 +174,16 @@ type scaleSearch struct {
 	step         float32
 	rule         resnapRule
 	startOffGrid bool // IQ3_S starts with every group marked off the grid
+
+	laux              [32]int8 // scratch for blocks of up to 32 elements in up to 8 groups
+	onGrid, onGridAux [8]bool
 }
 
-// run searches one block. L receives the chosen levels; Laux, onGrid and onGridAux are scratch of one entry per
-// element and per group. div is the denominator of the trial inverse scales and scale the fallback result.
-func (s *scaleSearch) run(lt *lattice, xval, weight, waux []float32, L, Laux []int8, onGrid, onGridAux []bool, div, scale float32) float32 {
+// run searches one block of xval (magnitudes) with weights weight and their square roots waux; L receives the
+// chosen levels. div is the denominator of the trial inverse scales and scale the result if no trial improves.
+func (s *scaleSearch) run(lt *lattice, xval, weight, waux []float32, L []int8, div, scale float32) float32 {
 	dim := lt.dim
+	Laux, onGrid, onGridAux := s.laux[:len(xval)], s.onGrid[:len(xval)/dim], s.onGridAux[:len(xval)/dim]
 	for k := range onGrid {
 		onGrid[k] = !s.startOffGrid
 	}
@@ -220,16 +222,6 @@ func (s *scaleSearch) run(lt *lattice, xval, weight, waux []float32, L, Laux []i
 	return scale
 }
 
-// pointOf returns the codebook index of levels L. Every caller's L is either all zeros, which is codebook entry 0 of
-// every IQ2/IQ3 codebook, or was written by snap, so the key is always on the codebook.
-func (lt *lattice) pointOf(L []int8) int {
-	k := 0
-	for c := range lt.dim {
-		k |= int(L[c]) << (lt.bits * c)
-	}
-	return int(lt.index[k])
-}
-
 // scaleNibble quantizes a group scale against the super-block's d: nearest_int(0.5·(s/d − 1)) in 0..maxL.
 func scaleNibble(id, s float32, maxL int) int {
 	return min(max(nearestInt(0.5*(float32(id*s)-1)), 0), maxL)
@@ -242,9 +234,8 @@ func encodeIQ2XXS(dst []byte, src, importance []float32) {
 	search := scaleSearch{maxLevel: 2, steps: 6, step: 0.1, rule: resnapAll}
 	var (
 		weight, xval, waux [32]float32
-		L, Laux            [32]int8
+		L                  [32]int8
 		Lqp                [32]uint8
-		onGrid, onGridAux  [4]bool
 		signs              [4]uint8
 		scales             [8]float32
 		q2                 [16]uint32
@@ -272,14 +263,16 @@ func encodeIQ2XXS(dst []byte, src, importance []float32) {
 			}
 			scale := makeQPQuants(4, xval[:], Lqp[:], weight[:])
 			effMax := scale * 3
-			if effMax <= 0 {
+			// ggml tests effMax <= 0; a NaN scale (from non-finite input) would go on to abort there on a point
+			// off the grid, so it is skipped like a zero one.
+			if !(effMax > 0) {
 				scales[ib] = 0
 				continue
 			}
 			for i, l := range Lqp {
 				L[i] = int8(l)
 			}
-			scale = search.run(lt, xval[:], weight[:], waux[:], L[:], Laux[:], onGrid[:], onGridAux[:], effMax, scale)
+			scale = search.run(lt, xval[:], weight[:], waux[:], L[:], effMax, scale)
 			if scale < 0 {
 				// Unreachable with non-negative weights; ggml flips the signs so the stored scale stays unsigned.
 				scale = -scale
@@ -331,8 +324,7 @@ func encodeIQ2Pair(dst []byte, src, importance []float32, lt *lattice, xs bool) 
 	}
 	var (
 		weight, xval, waux [16]float32
-		L, Laux            [16]int8
-		onGrid, onGridAux  [2]bool
+		L                  [16]int8
 		signs              [2]uint8
 		scales             [16]float32
 	)
@@ -368,7 +360,7 @@ func encodeIQ2Pair(dst []byte, src, importance []float32, lt *lattice, xs bool) 
 				scales[ib] = 0
 				continue
 			}
-			scale := search.run(lt, xval[:], weight[:], waux[:], L[:], Laux[:], onGrid[:], onGridAux[:], mx, mx/5)
+			scale := search.run(lt, xval[:], weight[:], waux[:], L[:], mx, mx/5)
 			if scale < 0 {
 				scale = -scale
 				for k := range signs {

@@ -15,7 +15,7 @@ func init() {
 	register(tensor.IQ3_S, codec{encodeRow: encodeIQ3S, decode: decodeIQ3S})
 }
 
-// putGroup4 writes two 4-value codebook points, signed by the 8 bits of signs, as ggml does: (db·grid[j])·(±1).
+// putGroup4 writes two 4-value codebook points signed by the 8 bits of signs.
 func putGroup4(y []float32, db float32, g1, g2 uint32, signs uint8) {
 	putGroup(y, db, uint64(g1)|uint64(g2)<<32, signs)
 }
@@ -88,8 +88,7 @@ func encodeIQ3(dst []byte, src, importance []float32, xxs bool) {
 	}
 	var (
 		weight, xval, waux [32]float32
-		L, Laux            [32]int8
-		onGrid, onGridAux  [8]bool
+		L                  [32]int8
 		signs              [4]uint8
 		scales             [8]float32
 	)
@@ -126,7 +125,7 @@ func encodeIQ3(dst []byte, src, importance []float32, xxs bool) {
 				scales[ib] = 0
 				continue
 			}
-			scale := search.run(lt, xval[:], weight[:], waux[:], L[:], Laux[:], onGrid[:], onGridAux[:], mx, mx/15)
+			scale := search.run(lt, xval[:], weight[:], waux[:], L[:], mx, mx/15)
 			if scale < 0 {
 				// Unreachable with non-negative weights; ggml flips the signs so the stored scale stays unsigned.
 				scale = -scale
@@ -147,7 +146,8 @@ func encodeIQ3(dst []byte, src, importance []float32, xxs bool) {
 				}
 			}
 			if xxs {
-				binary.LittleEndian.PutUint32(blk[66+4*ib:], uint32(signs[0])|uint32(signs[1])<<7|uint32(signs[2])<<14|uint32(signs[3])<<21)
+				packed := uint32(signs[0]) | uint32(signs[1])<<7 | uint32(signs[2])<<14 | uint32(signs[3])<<21
+				binary.LittleEndian.PutUint32(blk[66+4*ib:], packed)
 			} else {
 				copy(blk[74+4*next:], signs[:])
 			}

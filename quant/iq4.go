@@ -43,12 +43,11 @@ func bestIndexInt8(val *[16]int8, x float32) uint8 {
 	return uint8(hi)
 }
 
-const iq4NTry = 7
-
-// iq4Search is the per-32 part of quantize_row_iq4_nl_impl: the scale maximising (Σw·q·x)²/Σw·q² over the
-// initial guess and 2·ntry+1 trial inverse scales. It returns 0 for an all-zero block.
-func iq4Search(xb, weight []float32, Lb []uint8) float32 {
-	xb, weight, Lb = xb[:32], weight[:32], Lb[:32]
+// iq4Search is the per-32 part of quantize_row_iq4_nl_impl with ntry = 7: the scale maximising
+// (Σw·q·x)²/Σw·q² over the first guess max/127 and the 15 inverse scales (itry - 127)/max, itry = -7..7.
+// It returns 0 for an all-zero block. The codes it tried are not kept: both callers recompute them.
+func iq4Search(xb, weight []float32) float32 {
+	xb, weight = xb[:32], weight[:32]
 	var amax, max float32
 	for _, v := range xb {
 		if a := abs32(v); a > amax {
@@ -58,35 +57,23 @@ func iq4Search(xb, weight []float32, Lb []uint8) float32 {
 	if amax < groupMaxEps {
 		return 0
 	}
-	v0 := float32(kvaluesIQ4NL[0])
-	d := -max / v0
-	id := 1 / d
-	var sumqx, sumq2 float32
-	for j, v := range xb {
-		l := bestIndexInt8(&kvaluesIQ4NL, id*v)
-		Lb[j] = l
-		q := float32(kvaluesIQ4NL[l])
-		wq := float32(weight[j] * q)
-		sumqx += float32(wq * v)
-		sumq2 += float32(wq * q)
+	const tries = 16
+	var id, sumqx, sumq2 [tries]float32
+	v0 := int(kvaluesIQ4NL[0])
+	id[0] = 1 / (-max / float32(v0))
+	for itry := -7; itry <= 7; itry++ {
+		id[itry+8] = float32(itry+v0) / max
 	}
-	d = 0
-	if sumq2 > 0 {
-		d = sumqx / sumq2
+	iq4Sweep(xb, weight, id[:], sumqx[:], sumq2[:])
+	var d float32
+	if sumq2[0] > 0 {
+		d = sumqx[0] / sumq2[0]
 	}
-	best := d * sumqx
-	for itry := -iq4NTry; itry <= iq4NTry; itry++ {
-		id = float32(itry+int(kvaluesIQ4NL[0])) / max
-		sumqx, sumq2 = 0, 0
-		for j, v := range xb {
-			q := float32(kvaluesIQ4NL[bestIndexInt8(&kvaluesIQ4NL, id*v)])
-			wq := float32(weight[j] * q)
-			sumqx += float32(wq * v)
-			sumq2 += float32(wq * q)
-		}
-		if sumq2 > 0 && float32(sumqx*sumqx) > float32(best*sumq2) {
-			d = sumqx / sumq2
-			best = d * sumqx
+	best := d * sumqx[0]
+	for c := 1; c < tries; c++ {
+		if sumq2[c] > 0 && float32(sumqx[c]*sumqx[c]) > float32(best*sumq2[c]) {
+			d = sumqx[c] / sumq2[c]
+			best = d * sumqx[c]
 		}
 	}
 	return d
@@ -117,7 +104,7 @@ func encodeIQ4NL(dst []byte, src, qw []float32) {
 			qb = qw[b*32:][:32]
 		}
 		iq4Weights(w[:], x, qb, sigma2)
-		d := iq4Search(x, w[:], L[:])
+		d := iq4Search(x, w[:])
 		putF16(y, d)
 		id := inverse(d)
 		for j, v := range x {
@@ -144,7 +131,7 @@ func encodeIQ4XS(dst []byte, src, qw []float32) {
 				qb = qw[qkK*b+32*ib:][:32]
 			}
 			iq4Weights(w[:], xb, qb, sigma2)
-			scales[ib] = iq4Search(xb, w[:], L[32*ib:])
+			scales[ib] = iq4Search(xb, w[:])
 			if a := abs32(scales[ib]); a > amaxScale {
 				amaxScale, maxScale = a, scales[ib]
 			}

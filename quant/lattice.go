@@ -11,7 +11,8 @@ import (
 // a codebook point, search a precomputed list of its nearest codebook points instead.
 type lattice struct {
 	dim, bits int
-	points    []int8 // 2l+1 per coordinate, dim per point, in codebook order (ggml's kgrid_q2xs / kgrid_q3xs)
+	points    []int8    // 2l+1 per coordinate, dim per point, in codebook order (ggml's kgrid_q2xs / kgrid_q3xs)
+	fpoints   []float32 // the same as float32, for the distance loops
 	// index maps a key to its point, or for a key off the codebook to -(offset+1): neighbours[offset] is the length
 	// of its list and the point indices follow.
 	index      []int32
@@ -24,10 +25,11 @@ type lattice struct {
 // point whose squared distance is among the nwant smallest, ordered by distance then point index, as ggml's qsort
 // with a total order leaves them.
 func newLattice(n, dim, bits, maxLevel, nwant int, coord func(point, c int) int) *lattice {
-	lt := &lattice{dim: dim, bits: bits, points: make([]int8, n*dim)}
+	lt := &lattice{dim: dim, bits: bits, points: make([]int8, n*dim), fpoints: make([]float32, n*dim)}
 	for p := range n {
 		for c := range dim {
 			lt.points[p*dim+c] = int8(2*coord(p, c) + 1)
+			lt.fpoints[p*dim+c] = float32(lt.points[p*dim+c])
 		}
 	}
 	keys := 0
@@ -108,6 +110,16 @@ func (lt *lattice) key(q []int8) int {
 	return k
 }
 
+// pointOf returns the codebook index of levels L. Every caller's L is either all zeros, which is codebook entry 0 of
+// every IQ2/IQ3 codebook, or was last written by snap, so the key is always on the codebook.
+func (lt *lattice) pointOf(L []int8) int {
+	k := 0
+	for c := range lt.dim {
+		k |= int(L[c]) << (lt.bits * c)
+	}
+	return int(lt.index[k])
+}
+
 // point returns the odd coordinates of codebook entry p.
 func (lt *lattice) point(p int) []int8 { return lt.points[p*lt.dim : (p+1)*lt.dim] }
 
@@ -131,39 +143,64 @@ func (lt *lattice) snap(xval, waux []float32, id, scale float32, maxLevel int, L
 	if p := lt.index[k]; p >= 0 {
 		return int(p), true
 	}
-	best, bestD2 := -1, float32(math.MaxFloat32)
-	for _, p := range lt.neighboursOf(lt.index[k]) {
-		var d2 float32
-		for c, q := range lt.point(int(p)) {
-			diff := float32(scale*float32(q)) - xval[c]
-			d2 += float32(waux[c]*diff) * diff
-		}
-		if d2 < bestD2 {
-			best, bestD2 = int(p), d2
-		}
-	}
-	if best < 0 {
-		// Every distance was NaN or infinite: ggml asserts here; keep the nearest point by rounding order instead
-		// so that non-finite input still yields a block (ggml_validate_row_data rejects such rows anyway).
-		best = int(lt.neighboursOf(lt.index[k])[0])
-	}
+	best := lt.nearest(lt.neighboursOf(lt.index[k]), xval, waux, scale)
 	for c, q := range lt.point(best) {
 		L[c] = (q - 1) / 2
 	}
 	return best, false
 }
 
-// Codebooks for the encoders, built on first use: the IQ1 table takes tens of milliseconds.
-var (
-	iq2xxsLattice = lazyLattice(func() *lattice { return gridLattice8(iq2xxsGrid[:], iq2Level, 2) })
-	iq2xsLattice  = lazyLattice(func() *lattice { return gridLattice8(iq2xsGrid[:], iq2Level, 2) })
-	iq2sLattice   = lazyLattice(func() *lattice { return gridLattice8(iq2sGrid[:], iq2Level, 1) })
-	iq1sLattice   = lazyLattice(func() *lattice { return gridLattice8(iq1sGrid[:], iq1Level, 3) })
-	iq3xxsLattice = lazyLattice(func() *lattice { return gridLattice4(iq3xxsGrid[:], iq3xxsLevel, 2) })
-	iq3sLattice   = lazyLattice(func() *lattice { return gridLattice4(iq3sGrid[:], iq3sLevel, 3) })
-)
+// nearest returns the neighbour with the least Σ waux·(scale·q − x)² (iq2_find_best_neighbour,
+// iq3_find_best_neighbour), the first on ties. If every distance is NaN or infinite ggml asserts; the first neighbour
+// is returned instead so that non-finite input still yields a block.
+func (lt *lattice) nearest(neighbours []uint16, xval, waux []float32, scale float32) int {
+	best, bestD2 := int(neighbours[0]), float32(math.MaxFloat32)
+	if lt.dim == 8 {
+		x, w := (*[8]float32)(xval), (*[8]float32)(waux)
+		for _, p := range neighbours {
+			q := (*[8]float32)(lt.fpoints[8*int(p):])
+			var d2 float32 // unrolled: the terms are summed in coordinate order, as ggml's loop does
+			d2 += wsq(w[0], float32(scale*q[0])-x[0])
+			d2 += wsq(w[1], float32(scale*q[1])-x[1])
+			d2 += wsq(w[2], float32(scale*q[2])-x[2])
+			d2 += wsq(w[3], float32(scale*q[3])-x[3])
+			d2 += wsq(w[4], float32(scale*q[4])-x[4])
+			d2 += wsq(w[5], float32(scale*q[5])-x[5])
+			d2 += wsq(w[6], float32(scale*q[6])-x[6])
+			d2 += wsq(w[7], float32(scale*q[7])-x[7])
+			if d2 < bestD2 {
+				best, bestD2 = int(p), d2
+			}
+		}
+		return best
+	}
+	x, w := (*[4]float32)(xval), (*[4]float32)(waux)
+	for _, p := range neighbours {
+		q := (*[4]float32)(lt.fpoints[4*int(p):])
+		var d2 float32
+		d2 += wsq(w[0], float32(scale*q[0])-x[0])
+		d2 += wsq(w[1], float32(scale*q[1])-x[1])
+		d2 += wsq(w[2], float32(scale*q[2])-x[2])
+		d2 += wsq(w[3], float32(scale*q[3])-x[3])
+		if d2 < bestD2 {
+			best, bestD2 = int(p), d2
+		}
+	}
+	return best
+}
 
-func lazyLattice(build func() *lattice) func() *lattice { return sync.OnceValue(build) }
+// wsq is the weighted squared error w·d·d, rounded before it is summed.
+func wsq(w, d float32) float32 { return float32(float32(w*d) * d) }
+
+// The encoders' codebooks with ggml's nwant per type, built on first use so that decoding never pays for them.
+var (
+	iq2xxsLattice = sync.OnceValue(func() *lattice { return gridLattice8(iq2xxsGrid[:], iq2Level, 2) })
+	iq2xsLattice  = sync.OnceValue(func() *lattice { return gridLattice8(iq2xsGrid[:], iq2Level, 2) })
+	iq2sLattice   = sync.OnceValue(func() *lattice { return gridLattice8(iq2sGrid[:], iq2Level, 1) })
+	iq1sLattice   = sync.OnceValue(func() *lattice { return gridLattice8(iq1sGrid[:], iq1Level, 3) })
+	iq3xxsLattice = sync.OnceValue(func() *lattice { return gridLattice4(iq3xxsGrid[:], iq3xxsLevel, 2) })
+	iq3sLattice   = sync.OnceValue(func() *lattice { return gridLattice4(iq3sGrid[:], iq3sLevel, 3) })
+)
 
 // The level of a codebook byte. The codebooks store scaled magnitudes; ggml's encoder tables (kgrid_2bit_*,
 // kgrid_1bit_2048, kgrid_256, kgrid_512 in ggml-quants.c) list the same points as levels, the rank of each byte

@@ -21,15 +21,43 @@ func init() {
 
 const qk = 32 // elements per legacy block (QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0)
 
-// signedMax returns the element of largest magnitude, the first one on ties, as the ggml loops find it.
+// signedMax returns the first element of largest magnitude, NaNs ignored: the value ggml's loops find with
+// `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }` (0 when every element is zero or NaN). The magnitudes
+// are compared as integers, which orders non-NaN floats exactly and lets four branch-free maxima run in
+// parallel instead of one data-dependent branch per element.
 func signedMax(x []float32) float32 {
-	var amax, max float32
+	m := absMaxBits(x)
+	if m == 0 {
+		return 0
+	}
 	for _, v := range x {
-		if a := abs32(v); amax < a {
-			amax, max = a, v
+		if math.Float32bits(v)&0x7fffffff == m {
+			return v
 		}
 	}
-	return max
+	return 0
+}
+
+// absMaxBits is the bit pattern of the largest |x| that is not NaN (0 if none).
+func absMaxBits(x []float32) uint32 {
+	var m0, m1, m2, m3 uint32
+	for ; len(x) >= 4; x = x[4:] {
+		m0, m1 = max(m0, absBits(x[0])), max(m1, absBits(x[1]))
+		m2, m3 = max(m2, absBits(x[2])), max(m3, absBits(x[3]))
+	}
+	for _, v := range x {
+		m0 = max(m0, absBits(v))
+	}
+	return max(m0, m1, m2, m3)
+}
+
+// absBits is the bit pattern of |v|, or 0 for NaN.
+func absBits(v float32) uint32 {
+	a := math.Float32bits(v) & 0x7fffffff
+	if a > 0x7f800000 {
+		return 0
+	}
+	return a
 }
 
 // minMax is the FLT_MAX-seeded scan of quantize_row_q4_1_ref and quantize_row_q5_1_ref.
@@ -78,17 +106,21 @@ func encodeQ4_0(dst []byte, src, qw []float32) {
 		encodeQXWeighted(dst, src, qw, 8, 18, func(y []byte, q *[qk]uint8) { packNibbles(y[2:], q) })
 		return
 	}
-	for b := range len(src) / qk {
+	for b := q4_0Asm(dst, src); b < len(src)/qk; b++ {
 		x, y := src[b*qk:][:qk], dst[b*18:][:18]
 		d := signedMax(x) / -8
 		id := inverse(d)
 		putF16(y, d)
-		var q [qk]uint8
-		for j, v := range x {
-			q[j] = uint8(min(15, int(int8(truncInt32(float32(v*id)+8.5)))))
+		qs, lo, hi := y[2:18], x[:16], x[16:32]
+		for j := range qs {
+			qs[j] = q4Code(lo[j], id) | q4Code(hi[j], id)<<4
 		}
-		packNibbles(y[2:], &q)
 	}
+}
+
+// q4Code is MIN(15, (int8_t)(x*id + 8.5f)) of quantize_row_q4_0_ref as a byte.
+func q4Code(x, id float32) uint8 {
+	return uint8(min(15, int(int8(truncInt32(float32(x*id)+8.5)))))
 }
 
 func encodeQ5_0(dst []byte, src, qw []float32) {
@@ -183,23 +215,45 @@ func encodeQKXWeighted(dst []byte, src, qw []float32, nmax, blockBytes int, pack
 }
 
 func encodeQ8_0(dst []byte, src, _ []float32) {
-	for b := range len(src) / qk {
+	for b := 0; b < len(src)/qk; b++ {
+		if n := q8_0Asm(dst[b*34:], src[b*qk:]); n > 0 {
+			b += n - 1
+			continue
+		}
 		x, y := src[b*qk:][:qk], dst[b*34:][:34]
-		var amax float32
-		for _, v := range x {
-			amax = maxC(amax, abs32(v))
+		amax := math.Float32frombits(absMaxBits(x))
+		if hasNaN(x) {
+			// MAX(amax, fabsf(v)) restarts from the element after a NaN (and ends NaN if the last one is).
+			amax = 0
+			for _, v := range x {
+				amax = maxC(amax, abs32(v))
+			}
 		}
 		d := amax / 127
 		id := inverse(d)
 		putF16(y, d)
 		for j, v := range x {
-			y[2+j] = uint8(truncInt32(roundHalfAway(v * id)))
+			y[2+j] = uint8(roundToInt32(v * id))
 		}
 	}
 }
 
-// roundHalfAway is C's roundf.
-func roundHalfAway(f float32) float32 { return float32(math.Round(float64(f))) }
+func hasNaN(x []float32) bool {
+	for _, v := range x {
+		if v != v {
+			return true
+		}
+	}
+	return false
+}
+
+// roundToInt32 is (int)roundf(f) as compiled for x86-64: round half away from zero, then truncInt32.
+// Adding the float just below 0.5 with f's sign and truncating rounds half away from zero exactly, for every
+// float32 (the sum cannot round up to the next integer unless f's fraction is at least one half).
+func roundToInt32(f float32) int32 {
+	f = float32(f)
+	return truncInt32(f + math.Float32frombits(math.Float32bits(0.49999997)|math.Float32bits(f)&(1<<31)))
+}
 
 func decodeQ4_0(dst []float32, src []byte) {
 	for b := range len(dst) / qk {

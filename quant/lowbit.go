@@ -67,7 +67,7 @@ func encodeQ2_0(dst []byte, src, _ []float32) {
 		qs := y[2:18]
 		clear(qs)
 		for j, v := range x {
-			q := clampInt(int(truncInt32(roundHalfAway(v*id)))+1, 0, 3)
+			q := clampInt(int(roundToInt32(v*id))+1, 0, 3)
 			qs[j/4] |= uint8(q) << (2 * (j % 4))
 		}
 	}

@@ -3,6 +3,9 @@ package quant
 // The scale searches of ggml-quants.c. Each one mirrors its C function's float32 operation order exactly, since
 // the goldens compare bytes: a different summation order or a fused multiply-add changes which candidate wins.
 
+// maxGroup bounds the sub-blocks the searches run on (16 or 32 elements in every ggml caller).
+const maxGroup = 32
+
 // makeQXQuants is make_qx_quants with rmse_type 1: symmetric codes l+nmax, l in [-nmax, nmax-1], for the scale
 // that maximises (Σw·x·l)²/Σw·l² over 19 candidate inverse scales. weights is never nil here: callers without an
 // importance matrix pass x², which is what rmse_type 1 substitutes for a missing qw.
@@ -19,40 +22,39 @@ func makeQXQuants(nmax int, x, weights []float32, L []int8) float32 {
 		clear(L)
 		return 0
 	}
-	fmax := float32(nmax)
-	iscale := -fmax / max
-	var sumlx, suml2 float32
+	var wx [maxGroup]float32 // w·x, the first factor of every Σw·x·l term
 	for i, v := range x {
-		l := clampInt(nearestInt(iscale*v), -nmax, nmax-1)
-		L[i] = int8(l + nmax)
-		fl, w := float32(l), weights[i]
-		sumlx += float32(float32(w*v) * fl)
-		suml2 += float32(float32(w*fl) * fl)
+		wx[i] = float32(weights[i] * v)
 	}
-	scale := float32(0)
-	if suml2 != 0 {
-		scale = sumlx / suml2
-	}
-	best := scale * sumlx
-	var cand [256]int8
+	// Candidate 0 is the first guess -nmax/max, then is = -9..9 without 0 in make_qx_quants' order; the rest pad.
+	const tries = 19
+	var iscale, sumlx, suml2 [(tries + sweepLanes - 1) / sweepLanes * sweepLanes]float32
+	fmax := float32(nmax)
+	iscale[0] = -fmax / max
+	c := 1
 	for is := -9; is <= 9; is++ {
-		if is == 0 {
-			continue
+		if is != 0 {
+			iscale[c] = -(fmax + float32(0.1*float32(is))) / max
+			c++
 		}
-		iscale = -(fmax + float32(0.1*float32(is))) / max
-		sumlx, suml2 = 0, 0
-		for i, v := range x {
-			l := clampInt(nearestInt(iscale*v), -nmax, nmax-1)
-			cand[i] = int8(l + nmax)
-			fl, w := float32(l), weights[i]
-			sumlx += float32(float32(w*v) * fl)
-			suml2 += float32(float32(w*fl) * fl)
+	}
+	for ; c < len(iscale); c++ {
+		iscale[c] = iscale[0]
+	}
+	qxSweep(x, weights, wx[:n], iscale[:], sumlx[:], suml2[:], -nmax, nmax-1)
+	var scale float32
+	if suml2[0] != 0 {
+		scale = sumlx[0] / suml2[0]
+	}
+	best, chosen := scale*sumlx[0], 0
+	for c := 1; c < tries; c++ {
+		if suml2[c] > 0 && float32(sumlx[c]*sumlx[c]) > float32(best*suml2[c]) {
+			scale = sumlx[c] / suml2[c]
+			best, chosen = scale*sumlx[c], c
 		}
-		if suml2 > 0 && float32(sumlx*sumlx) > float32(best*suml2) {
-			copy(L, cand[:n])
-			scale = sumlx / suml2
-			best = scale * sumlx
-		}
+	}
+	for i, v := range x {
+		L[i] = int8(clampInt(nearestInt(iscale[chosen]*v), -nmax, nmax-1) + nmax)
 	}
 	return scale
 }
@@ -119,85 +121,140 @@ func makeQ3Quants(nmax int, x []float32, L []int8) float32 {
 // makeQKXQuants is make_qkx2_quants (and make_qkx3_quants, identical when weights are given): asymmetric codes
 // in [0, nmax] with a scale and a min ≤ 0, fitted by weighted least squares over nstep+1 candidate grids.
 // It returns the scale and the negated min, as the C function does through the_min.
+//
+// Unlike make_qx_quants' candidates, these are not independent: accepting a step replaces min, and later steps
+// round x - min at an inverse scale over max - min with the new min. So the steps are evaluated sweepWidth at a
+// time from the current min, and after an acceptance that changes min the sweep restarts at the next step.
 func makeQKXQuants(nmax int, x, weights []float32, L []uint8, rmin, rdelta float32, nstep int, useMad bool) (scale, negMin float32) {
 	n := len(x)
 	weights, L = weights[:n], L[:n]
-	min, max := x[0], x[0]
-	sumW := weights[0]
-	sumX := float32(sumW * x[0])
+	p := qkxParams{nmax: nmax, rmin: rmin, rdelta: rdelta, fmax: float32(nmax), mad: useMad}
+	xmin, xmax := x[0], x[0]
+	p.sumW = weights[0]
+	p.sumX = float32(p.sumW * x[0])
 	for i := 1; i < n; i++ {
 		v := x[i]
-		if v < min {
-			min = v
+		if v < xmin {
+			xmin = v
 		}
-		if v > max {
-			max = v
+		if v > xmax {
+			xmax = v
 		}
 		w := weights[i]
-		sumW += w
-		sumX += float32(w * v)
+		p.sumW += w
+		p.sumX += float32(w * v)
 	}
-	if min > 0 {
-		min = 0
+	if xmin > 0 {
+		xmin = 0
 	}
-	if max == min {
+	if xmax == xmin {
 		clear(L)
-		return 0, -min
+		return 0, -xmin
 	}
-	fmax := float32(nmax)
-	iscale := fmax / (max - min)
-	scale = 1 / iscale
-	var bestErr float32
+	var dx [maxGroup]float32 // x - xmin for the current xmin
+	setMin := func(m float32) {
+		xmin, p.rng = m, xmax-m
+		for i, v := range x {
+			dx[i] = v - xmin
+		}
+	}
+	setMin(xmin)
+	// The first grid: iscale nmax/(max-min), scale 1/iscale, the data's min.
+	chosenIscale, chosenMin := p.fmax/p.rng, xmin
+	scale = 1 / chosenIscale
+	bestErr := qkxError(dx[:n], weights, x, chosenIscale, scale, xmin, &p)
+	var lanes qkxLanes
+	for step := 0; step <= nstep; {
+		k := min(sweepWidth, nstep+1-step)
+		fit := qkxSteps(dx[:n], weights, x, step, &p, &lanes)
+		done := k
+		for j := range k {
+			if fit&(1<<j) == 0 || !(lanes.cur[j] < bestErr) {
+				continue
+			}
+			bestErr, scale, chosenIscale, chosenMin = lanes.cur[j], lanes.scale[j], lanes.iscale[j], xmin
+			if lanes.min[j] != xmin {
+				setMin(lanes.min[j])
+				done = j + 1
+				break
+			}
+		}
+		step += done
+	}
 	for i, v := range x {
-		l := clampInt(nearestInt(iscale*(v-min)), 0, nmax)
-		L[i] = uint8(l)
-		diff := float32(scale*float32(l)) + min - v
-		if useMad {
+		L[i] = uint8(clampInt(nearestInt(chosenIscale*(v-chosenMin)), 0, nmax))
+	}
+	return scale, -xmin
+}
+
+// qkxParams are the fixed inputs of one make_qkx2_quants search, and rng = max - min for the current min.
+type qkxParams struct {
+	nmax                    int
+	rmin, rdelta, fmax, rng float32
+	sumW, sumX              float32 // Σw and Σw·x
+	mad                     bool    // weigh |error| rather than error²
+}
+
+// qkxLanes receives the candidates of one sweep: each step's inverse scale, fitted scale and min, and error.
+type qkxLanes struct {
+	iscale, scale, min, cur [sweepLanes]float32
+}
+
+// qkxError is the weighted error of one candidate: Σ w·e with e = |scale·l + min - x| (mad) or its square,
+// l = clamp(nearest_int(iscale·(x - min0)), 0, nmax) and dx = x - min0.
+func qkxError(dx, w, x []float32, iscale, scale, min float32, p *qkxParams) float32 {
+	w, x = w[:len(dx)], x[:len(dx)]
+	var e float32
+	for i, d := range dx {
+		fl := int8Float[uint8(clampInt(nearestInt(iscale*d), 0, p.nmax))]
+		diff := float32(scale*fl) + min - x[i]
+		if p.mad {
 			diff = abs32(diff)
 		} else {
 			diff = float32(diff * diff)
 		}
-		bestErr += float32(weights[i] * diff)
+		e += float32(w[i] * diff)
 	}
-	var aux [256]uint8
-	for is := 0; is <= nstep; is++ {
-		iscale = (rmin + float32(rdelta*float32(is)) + fmax) / (max - min)
-		var sumL, sumL2, sumXL float32
-		for i, v := range x {
-			l := clampInt(nearestInt(iscale*(v-min)), 0, nmax)
-			aux[i] = uint8(l)
-			fl := float32(l)
-			wl := float32(weights[i] * fl)
-			sumL += wl
-			sumL2 += float32(wl * fl)
-			sumXL += float32(wl * v)
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if !(D > 0) {
-			continue
-		}
-		thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-		thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-		if thisMin > 0 {
-			thisMin = 0
-			thisScale = sumXL / sumL2
-		}
-		var cur float32
-		for i, v := range x {
-			diff := float32(thisScale*float32(aux[i])) + thisMin - v
-			if useMad {
-				diff = abs32(diff)
-			} else {
-				diff = float32(diff * diff)
-			}
-			cur += float32(weights[i] * diff)
-		}
-		if cur < bestErr {
-			copy(L, aux[:n])
-			bestErr, scale, min = cur, thisScale, thisMin
-		}
-	}
-	return scale, -min
+	return e
 }
 
-func clampInt(v, lo, hi int) int { return max(lo, min(hi, v)) }
+// qkxStepsGo evaluates steps first..first+width-1 of the search into lanes, each as one iteration of the C loop
+// computes it: the grid at iscale = (rmin + rdelta·is + nmax)/(max - min), the weighted least-squares scale and
+// min (min clamped to ≤ 0), and the error. Bit j of the result is set if step first+j had D > 0, the only
+// steps the C loop considers.
+func qkxStepsGo(dx, w, x []float32, first, width int, p *qkxParams, lanes *qkxLanes) (fit uint) {
+	w, x = w[:len(dx)], x[:len(dx)]
+	for j := range width {
+		is := (p.rmin + float32(p.rdelta*float32(first+j)) + p.fmax) / p.rng
+		var sumL, sumL2, sumXL float32
+		for i, d := range dx {
+			fl := int8Float[uint8(clampInt(nearestInt(is*d), 0, p.nmax))]
+			wl := float32(w[i] * fl)
+			sumL += wl
+			sumL2 += float32(wl * fl)
+			sumXL += float32(wl * x[i])
+		}
+		D := float32(p.sumW*sumL2) - float32(sumL*sumL)
+		scale := (float32(p.sumW*sumXL) - float32(p.sumX*sumL)) / D
+		min := (float32(sumL2*p.sumX) - float32(sumL*sumXL)) / D
+		if min > 0 {
+			min = 0
+			scale = sumXL / sumL2
+		}
+		lanes.iscale[j], lanes.scale[j], lanes.min[j] = is, scale, min
+		lanes.cur[j] = qkxError(dx, w, x, is, scale, min, p)
+		if D > 0 {
+			fit |= 1 << j
+		}
+	}
+	return fit
+}
+
+// clampInt is MAX(lo, MIN(hi, v)) without branches: the compiler sometimes turns min and max into jumps, which
+// mispredict on the codes of noisy data.
+func clampInt(v, lo, hi int) int {
+	d := v - hi
+	v = hi + d&(d>>63)
+	d = v - lo
+	return lo + d&^(d>>63)
+}

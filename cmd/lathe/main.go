@@ -25,6 +25,9 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			inspectCommand(),
 			castCommand(),
+			convertCommand(),
+			quantizeCommand(),
+			dequantizeCommand(),
 			demoCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code

@@ -194,7 +194,7 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(&out, t.TempDir()); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if !bytes.Contains(out.Bytes(), []byte("byte-identical")) {
+	if !bytes.Contains(out.Bytes(), []byte("byte-identical")) || !bytes.Contains(out.Bytes(), []byte("tiny-q4_k_m.gguf: gguf")) {
 		t.Errorf("demo output:\n%s", out.String())
 	}
 }

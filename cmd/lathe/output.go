@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"text/tabwriter"
 	"time"
 )
 
@@ -86,3 +87,6 @@ func humanCount(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
+
+// newTable aligns tab-separated columns for human output.
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }

@@ -5,7 +5,8 @@ import "embed"
 
 //go:generate go run ./gen tiny
 
-// Files is the model in Hugging Face layout: tiny/config.json and tiny/model.safetensors.
+// Files is the model in Hugging Face layout: tiny/config.json, tiny/model.safetensors, tiny/tokenizer.model and
+// tiny/tokenizer_config.json.
 //
 //go:embed tiny
 var Files embed.FS

@@ -3,7 +3,8 @@
 // weights. It is regenerated with `go generate ./internal/demo`; the same seed gives byte-identical files.
 //
 // The weights are untrained: the model exists to exercise formats, conversions and numerics end to end, not to
-// produce meaningful text.
+// produce meaningful text. The tokenizer is a character-level SentencePiece BPE model: three control tokens, the
+// 256 byte-fallback tokens, then "▁", letters and common punctuation, so that any text encodes.
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/lathe-ml/lathe/convert"
 	"github.com/lathe-ml/lathe/safetensors"
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -46,7 +48,7 @@ func main() {
 	}
 	cfg := config{
 		Architectures: []string{"LlamaForCausalLM"}, ModelType: "llama",
-		VocabSize: 256, HiddenSize: 64, IntermediateSize: 176, NumHiddenLayers: 2,
+		VocabSize: len(vocab()), HiddenSize: 64, IntermediateSize: 256, NumHiddenLayers: 2,
 		NumAttentionHeads: 4, NumKeyValueHeads: 2, HeadDim: 16, MaxPositionEmbeddings: 256,
 		RMSNormEps: 1e-5, RopeTheta: 10000, TorchDtype: "bfloat16", BOSTokenID: 1, EOSTokenID: 2,
 	}
@@ -97,4 +99,29 @@ func main() {
 	if err := safetensors.WriteFile(filepath.Join(out, "model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
 		log.Fatal(err)
 	}
+	sp := &convert.SentencePiece{Pieces: vocab(), ModelType: convert.SPMBPE, VocabSize: int32(len(vocab())),
+		ByteFallback: true, UnkID: 0, BOSID: 1, EOSID: 2, PadID: -1, NormalizerName: "identity",
+		AddDummyPrefix: true, RemoveExtraWhitespaces: false, EscapeWhitespaces: true}
+	if err := os.WriteFile(filepath.Join(out, "tokenizer.model"), sp.Marshal(), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	tc := `{"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",` +
+		` "tokenizer_class": "LlamaTokenizer", "model_max_length": 256}` + "\n"
+	if err := os.WriteFile(filepath.Join(out, "tokenizer_config.json"), []byte(tc), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// vocab lists the tokenizer's pieces; BPE scores decrease with the id, as sentencepiece's trainer assigns them.
+func vocab() []convert.Piece {
+	pieces := []convert.Piece{{Text: "<unk>", Type: convert.TokenUnknown}, {Text: "<s>", Type: convert.TokenControl},
+		{Text: "</s>", Type: convert.TokenControl}}
+	for b := range 256 {
+		pieces = append(pieces, convert.Piece{Text: fmt.Sprintf("<0x%02X>", b), Type: convert.TokenByte})
+	}
+	chars := "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,!?'\"-:"
+	for i, r := range []rune(chars) {
+		pieces = append(pieces, convert.Piece{Text: string(r), Score: -float32(i), Type: convert.TokenNormal})
+	}
+	return pieces
 }

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/convert"
+	"github.com/lathe-ml/lathe/modelfile"
+	"github.com/lathe-ml/lathe/tensor"
+	"github.com/urfave/cli/v2"
+)
+
+func dequantizeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "dequantize",
+		Usage:     "expand the quantized tensors of a GGUF model to f32, f16 or bf16",
+		ArgsUsage: "IN OUT",
+		Description: "IN is a GGUF file or - for standard input; OUT is a GGUF file or - for standard output. Quantized\n" +
+			"tensors are decoded exactly as ggml does; other tensors are kept or converted as llama-quantize's F32, F16\n" +
+			"or BF16 recipe would.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dtype", Value: "f32", Usage: "target type: f32, f16 or bf16"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return fmt.Errorf("dequantize: expected IN and OUT, got %d arguments", c.NArg())
+			}
+			dtype, err := tensor.ParseDType(c.String("dtype"))
+			if err != nil {
+				return fmt.Errorf("dequantize: --dtype: %w", err)
+			}
+			in, err := modelfile.Open(c.Args().Get(0))
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			if in.GGUF == nil {
+				return fmt.Errorf("dequantize: %s is %s; dequantize reads GGUF", in.Path, in.Format)
+			}
+			out, err := createOutput(c.Args().Get(1))
+			if err != nil {
+				return err
+			}
+			defer out.abort()
+			if err := convert.Dequantize(out, in.GGUF, dtype); err != nil {
+				return err
+			}
+			return out.commit()
+		},
+	}
+}
