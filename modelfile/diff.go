@@ -20,15 +20,21 @@ type Mapping interface {
 
 // DiffOptions tune Diff.
 type DiffOptions struct {
-	Map      Mapping // nil: tensors are paired by identical names
-	Threads  int     // tensors compared at once; 0 for GOMAXPROCS
-	Progress func(done, total int)
+	Map Mapping // nil: tensors are paired by identical names
+	// Tol and RelTol decide when a pair of tensors matches (TensorDiff.Within); zero for both asks for identical
+	// values.
+	Tol, RelTol float64
+	Threads     int // tensors compared at once; 0 for GOMAXPROCS
+	Progress    func(done, total int)
 }
 
 // DiffReport is what `lathe diff` prints; its JSON form is a stable schema (fields are only ever added).
 type DiffReport struct {
 	A       string       `json:"a"`
 	B       string       `json:"b"`
+	Tol     float64      `json:"tol"`
+	RelTol  float64      `json:"rel_tol"`
+	Differs bool         `json:"differs"`   // a tensor is in one model only, or a pair is not Within
 	OnlyInA []string     `json:"only_in_a"` // in A's order
 	OnlyInB []string     `json:"only_in_b"` // in B's order
 	Tensors []TensorDiff `json:"tensors"`   // every paired tensor, in A's order
@@ -47,13 +53,17 @@ type TensorDiff struct {
 	// Compared is false when the shapes differ; the metrics are then zero.
 	Compared bool `json:"compared"`
 	// Identical: every element of A equals its counterpart (NaN matching NaN), whatever the two dtypes.
-	Identical  bool    `json:"identical"`
+	Identical bool `json:"identical"`
+	// Within: compared, no non-finite mismatch, and either MaxAbsDiff ≤ Tol or (when RelTol > 0)
+	// RelError ≤ RelTol.
+	Within     bool    `json:"within"`
+	NonFinite  int64   `json:"nonfinite_mismatches"`
 	MaxAbsDiff float64 `json:"max_abs_diff"`
 	// RelError is ‖a−b‖/‖a‖ (Frobenius norms); +Inf when ‖a‖ is 0 and b is not (null in JSON).
+	// RelError and Cosine stay the last fields: MarshalJSON writes them after the others.
 	RelError float64 `json:"rel_error"`
-	// Cosine is ⟨a,b⟩/(‖a‖·‖b‖); 1 when both are all zeros, 0 when only one is (null in JSON when undefined).
-	Cosine    float64 `json:"cosine"`
-	NonFinite int64   `json:"nonfinite_mismatches"`
+	// Cosine is ⟨a,b⟩/(‖a‖·‖b‖); 1 when both are all zeros, 0 when only one is.
+	Cosine float64 `json:"cosine"`
 }
 
 // MarshalJSON writes non-finite metrics as null: JSON has no Inf or NaN.
@@ -73,30 +83,6 @@ func finiteOrNil(x float64) any {
 	return x
 }
 
-// Within reports whether the tensor matches within tolerance: compared, no non-finite mismatch, and either the
-// largest absolute difference is at most tol or (when relTol > 0) the relative error is at most relTol. Zero for
-// both asks for identical values.
-func (d TensorDiff) Within(tol, relTol float64) bool {
-	if !d.Compared || d.NonFinite > 0 {
-		return false
-	}
-	return d.MaxAbsDiff <= tol || relTol > 0 && d.RelError <= relTol
-}
-
-// Differs reports whether the models differ beyond tolerance (see TensorDiff.Within): a tensor in only one of them
-// counts as a difference, as does a shape change.
-func (r *DiffReport) Differs(tol, relTol float64) bool {
-	if len(r.OnlyInA) > 0 || len(r.OnlyInB) > 0 {
-		return true
-	}
-	for _, d := range r.Tensors {
-		if !d.Within(tol, relTol) {
-			return true
-		}
-	}
-	return false
-}
-
 // diffChunk is the number of elements decoded at a time per tensor.
 const diffChunk = 1 << 16
 
@@ -104,7 +90,8 @@ const diffChunk = 1 << 16
 // far apart their values are. Tensors are compared in parallel, each streamed chunk by chunk; the result does not
 // depend on scheduling.
 func Diff(a, b *Model, opts DiffOptions) (*DiffReport, error) {
-	r := &DiffReport{A: a.Path, B: b.Path, OnlyInA: []string{}, OnlyInB: []string{}, Tensors: []TensorDiff{}}
+	r := &DiffReport{A: a.Path, B: b.Path, Tol: opts.Tol, RelTol: opts.RelTol, OnlyInA: []string{}, OnlyInB: []string{},
+		Tensors: []TensorDiff{}}
 	type job struct {
 		ta, tb Tensor
 		rowOf  []int64
@@ -143,6 +130,13 @@ func Diff(a, b *Model, opts DiffOptions) (*DiffReport, error) {
 		})
 	if err != nil {
 		return nil, err
+	}
+	r.Differs = len(r.OnlyInA) > 0 || len(r.OnlyInB) > 0
+	for i := range r.Tensors {
+		d := &r.Tensors[i]
+		d.Within = d.Compared && d.NonFinite == 0 &&
+			(d.MaxAbsDiff <= opts.Tol || opts.RelTol > 0 && d.RelError <= opts.RelTol)
+		r.Differs = r.Differs || !d.Within
 	}
 	return r, nil
 }
@@ -204,8 +198,12 @@ func compare(d *TensorDiff, a, b *Model, ta, tb Tensor, rowOf []int64, bufA, buf
 		return err
 	}
 	n := va.Elements()
+	if n == 0 {
+		d.Identical, d.Cosine = true, 1
+		return nil
+	}
 	nRows := rows(ta.Shape)
-	cols := n / max(nRows, 1)
+	cols := n / nRows
 	bsA, bsB := int64(ta.DType.BlockSize()), int64(tb.DType.BlockSize())
 	// The unit a chunk is made of: a whole number of blocks of both types, or whole rows when they are gathered.
 	unit := bsA * bsB / gcd(bsA, bsB)
@@ -266,7 +264,12 @@ func compare(d *TensorDiff, a, b *Model, ta, tb Tensor, rowOf []int64, bufA, buf
 	case na == 0 || nb == 0:
 		d.Cosine = 0
 	default:
-		d.Cosine = m.ab / (na * nb)
+		// sqrt(a2·b2) rather than na·nb: for b = a it is exactly a2, so identical tensors get a cosine of exactly 1.
+		den := math.Sqrt(m.a2 * m.b2)
+		if math.IsInf(den, 0) {
+			den = na * nb
+		}
+		d.Cosine = max(-1, min(1, m.ab/den)) // rounding can step just outside [-1, 1]
 	}
 	return nil
 }

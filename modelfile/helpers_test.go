@@ -40,7 +40,7 @@ func open(t *testing.T, path string, opts ...Option) *Model {
 	return m
 }
 
-func writeSafetensors(t *testing.T, dir, name string, views ...tensor.View) string {
+func writeSafetensors(t testing.TB, dir, name string, views ...tensor.View) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := safetensors.WriteFile(path, views, nil); err != nil {
@@ -49,7 +49,7 @@ func writeSafetensors(t *testing.T, dir, name string, views ...tensor.View) stri
 	return path
 }
 
-func writeGGUF(t *testing.T, dir, name string, views ...tensor.View) string {
+func writeGGUF(t testing.TB, dir, name string, views ...tensor.View) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	md := &gguf.Metadata{}
@@ -71,10 +71,10 @@ type countingWriter struct {
 	n *atomic.Int64
 }
 
+// Write counts before writing: the client may have the bytes, and the test go on, before Write returns.
 func (w countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n))
-	return n, err
+	w.n.Add(int64(len(p)))
+	return w.ResponseWriter.Write(p)
 }
 
 func serve(t *testing.T, dir string) *fileServer {

@@ -107,7 +107,7 @@ func TestShardedIndexURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Differs(0, 0) || len(d.Tensors) != 3 {
+	if d.Differs || len(d.Tensors) != 3 {
 		t.Errorf("remote and local differ: %+v", d)
 	}
 }

@@ -69,9 +69,14 @@ func Open(path string) (*File, error) {
 }
 
 // NewReader reads a safetensors file of the given size from r. Only the header is read now; Tensor reads a
-// tensor's bytes into a new slice each time it is called. Errors name no file; wrap them to add one.
+// tensor's bytes into a new slice each time it is called. When r has a Name method (as *os.File and remote files
+// do) errors and Name use it; otherwise errors name no file, and callers wrap them to add one.
 func NewReader(r io.ReaderAt, size int64) (*File, error) {
-	return newFile("", r, nil, size)
+	name := ""
+	if n, ok := r.(interface{ Name() string }); ok {
+		name = n.Name()
+	}
+	return newFile(name, r, nil, size)
 }
 
 func newFile(name string, r io.ReaderAt, data []byte, size int64) (*File, error) {
@@ -128,7 +133,7 @@ func (f *File) ioError(err error) error {
 	return fmt.Errorf("safetensors: %s: %w", f.name, err)
 }
 
-// Name returns the path given to Open, or "" for NewReader.
+// Name returns the path given to Open, or for NewReader the reader's name ("" if it has none).
 func (f *File) Name() string { return f.name }
 
 // Size returns the size of the file in bytes (decompressed, for zstd files).

@@ -35,17 +35,23 @@ type Model struct {
 // another shard, stored twice or not listed is an error. Shard names must be plain file names beside the index.
 // metadata.total_size is not checked: producers disagree on its meaning (formats-quant.md §4.2).
 func OpenIndex(indexPath string) (*Model, error) {
-	weightMap, err := readIndex(indexPath)
+	index, err := readFileLimited(indexPath)
 	if err != nil {
 		return nil, err
 	}
 	dir := filepath.Dir(indexPath)
-	names := slices.Compact(slices.Sorted(maps.Values(weightMap)))
-	paths := make([]string, len(names))
-	for i, name := range names {
-		paths[i] = filepath.Join(dir, name)
+	return OpenIndexFunc(indexPath, index, func(shard string) (*File, error) { return Open(filepath.Join(dir, shard)) })
+}
+
+// OpenIndexFunc is OpenIndex for an index whose bytes the caller has read and whose shards open calls for, given
+// their names in the weight_map: for checkpoints that are not in a local directory (lathe reads them over HTTP).
+// indexName is used in messages. The checks are those of OpenIndex.
+func OpenIndexFunc(indexName string, index []byte, open func(shard string) (*File, error)) (*Model, error) {
+	weightMap, err := parseIndex(indexName, index)
+	if err != nil {
+		return nil, err
 	}
-	m, err := openShards(paths)
+	m, err := openShards(slices.Compact(slices.Sorted(maps.Values(weightMap))), open)
 	if err != nil {
 		return nil, err
 	}
@@ -54,25 +60,23 @@ func OpenIndex(indexPath string) (*Model, error) {
 		want, listed := weightMap[info.Name]
 		if !listed {
 			m.Close()
-			return nil, fmt.Errorf("safetensors: %s: tensor %q of shard %s is not in the weight_map", indexPath, info.Name, filepath.Base(shard))
+			return nil, fmt.Errorf("safetensors: %s: tensor %q of shard %s is not in the weight_map", indexName, info.Name, filepath.Base(shard))
 		}
 		if want != filepath.Base(shard) {
 			m.Close()
-			return nil, fmt.Errorf("safetensors: %s: weight_map puts tensor %q in %s, but it is in %s", indexPath, info.Name, want, filepath.Base(shard))
+			return nil, fmt.Errorf("safetensors: %s: weight_map puts tensor %q in %s, but it is in %s", indexName, info.Name, want, filepath.Base(shard))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(weightMap)) {
 		if _, ok := m.index[name]; !ok {
 			m.Close()
-			return nil, fmt.Errorf("safetensors: %s: weight_map puts tensor %q in %s, which does not contain it", indexPath, name, weightMap[name])
+			return nil, fmt.Errorf("safetensors: %s: weight_map puts tensor %q in %s, which does not contain it", indexName, name, weightMap[name])
 		}
 	}
 	return m, nil
 }
 
-// readIndex parses the weight_map of an index file with the header's strict scanner, so that a tensor listed twice
-// is an error rather than silently the last entry.
-func readIndex(path string) (map[string]string, error) {
+func readFileLimited(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -82,6 +86,12 @@ func readIndex(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
+	return b, nil
+}
+
+// parseIndex parses the weight_map of an index file with the header's strict scanner, so that a tensor listed twice
+// is an error rather than silently the last entry.
+func parseIndex(path string, b []byte) (map[string]string, error) {
 	fail := func(err error) error { return withFile(err, path) }
 	if len(b) > MaxHeaderSize {
 		return nil, &FormatError{File: path, Offset: MaxHeaderSize, Rule: fmt.Sprintf("index is larger than %d bytes", MaxHeaderSize)}
@@ -209,14 +219,14 @@ func OpenDir(dir string) (*Model, error) {
 		return nil, fmt.Errorf("safetensors: %s: no .safetensors files", dir)
 	}
 	slices.Sort(paths)
-	return openShards(paths)
+	return openShards(paths, func(p string) (*File, error) { return Open(p) })
 }
 
 // openShards opens the files and merges their tensors, refusing a tensor that is in two of them.
-func openShards(paths []string) (*Model, error) {
+func openShards(names []string, open func(string) (*File, error)) (*Model, error) {
 	m := &Model{index: map[string]int{}}
-	for _, p := range paths {
-		f, err := Open(p)
+	for _, p := range names {
+		f, err := open(p)
 		if err != nil {
 			m.Close()
 			return nil, err
@@ -225,7 +235,7 @@ func openShards(paths []string) (*Model, error) {
 		for _, info := range f.h.tensors {
 			if j, dup := m.index[info.Name]; dup {
 				m.Close()
-				return nil, fmt.Errorf("safetensors: tensor %q is stored in both %s and %s", info.Name, m.shards[m.shardOf[j]].Name(), p)
+				return nil, fmt.Errorf("safetensors: tensor %q is stored in both %s and %s", info.Name, m.shards[m.shardOf[j]].Name(), f.Name())
 			}
 			m.index[info.Name] = len(m.tensors)
 			m.tensors = append(m.tensors, info)

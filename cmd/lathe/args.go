@@ -30,6 +30,12 @@ func permuteArgs(app *cli.App, args []string) []string {
 		}
 		cmd, i = sub, i+1
 	}
+	// Shell completion (completion.go) ends the line with completionFlag. urfave/cli completes only when that flag
+	// is last and no "--" comes before it, and it reads the word being completed from os.Args itself; so the words
+	// after the command are dropped, and completing can never run the command.
+	if args[len(args)-1] == completionFlag {
+		return append(args[:i+1:i+1], completionFlag)
+	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {
 		tv := true

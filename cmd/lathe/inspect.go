@@ -20,19 +20,21 @@ func inspectCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inspect",
 		Usage:     "describe a model file: tensors, types, shapes, sizes, metadata",
-		ArgsUsage: "FILE|DIR|-",
+		ArgsUsage: "FILE|DIR|URL|-",
 		Description: "Reads only the header unless --stats is given. FILE may be safetensors (also .zst), GGUF (the first\n" +
-			"file of a split set opens the whole set), a directory of safetensors shards, or - for standard input.",
-		Flags: []cli.Flag{
+			"file of a split set opens the whole set), a directory of safetensors shards, or - for standard input.\n" +
+			"A URL (http or https) of a safetensors or GGUF file, or of a sharded checkpoint's index, is read with\n" +
+			"range requests: only the header bytes are fetched.",
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output (schema in docs/inspect.md)"},
 			&cli.BoolFlag{Name: "stats", Usage: "per-tensor min/max/mean/std/absmax and NaN/Inf counts (reads all data)"},
 			&cli.BoolFlag{Name: "full", Usage: "print long metadata arrays in full"},
-		},
+		}, httpFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("inspect: expected one FILE, DIR or -, got %d arguments", c.NArg())
 			}
-			m, err := modelfile.Open(c.Args().First())
+			m, err := openModel(c, c.Args().First())
 			if err != nil {
 				return err
 			}

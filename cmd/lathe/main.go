@@ -16,7 +16,7 @@ import (
 var version = "dev"
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "lathe",
 		Usage:                "one binary for model weight files: safetensors, GGUF, quantization, analysis, adapters, training",
 		Version:              version,
@@ -28,10 +28,20 @@ func newApp() *cli.App {
 			convertCommand(),
 			quantizeCommand(),
 			dequantizeCommand(),
+			diffCommand(),
+			hashCommand(),
+			completionCommand(),
+			manCommand(),
 			demoCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main decides the exit code
 	}
+	for _, c := range app.Commands {
+		// urfave/cli gives every command a "help" subcommand, which shell completion would then offer instead of
+		// file names; `lathe help CMD` and `lathe CMD --help` still work.
+		c.HideHelpCommand = true
+	}
+	return app
 }
 
 func main() {
