@@ -21,7 +21,7 @@ func hostileRows(rows, cols int) []float32 {
 	nan := math.Float32frombits(0x7fc00000)
 	for i := range x {
 		row, col := i/cols, i%cols
-		switch row % 9 {
+		switch row % 10 {
 		case 0: // plain data at a random scale
 			x[i] = float32(r.NormFloat64() * math.Pow(10, float64(row%40-20)))
 		case 1: // halves and quarters: ties for every rounding
@@ -61,6 +61,15 @@ func hostileRows(rows, cols int) []float32 {
 			} else {
 				x[i] = float32(math.Inf(1))
 			}
+		case 8: // one-signed blocks holding zeros of both signs, so the min or max is a zero whose sign is order's
+			v := float32(math.Abs(r.NormFloat64()))
+			if r.IntN(4) == 0 {
+				v = float32(math.Copysign(0, float64(1-2*r.IntN(2))))
+			}
+			if col/32%2 == 1 {
+				v = -v
+			}
+			x[i] = v
 		default: // heavy tails
 			x[i] = float32(r.NormFloat64() / (r.Float64() + 1e-3))
 		}
@@ -82,7 +91,7 @@ func TestAsmAgreesWithGo(t *testing.T) {
 		importance[i] = float32(r.ExpFloat64())
 	}
 	types := []tensor.DType{tensor.Q4_0, tensor.Q4_1, tensor.Q5_0, tensor.Q5_1, tensor.Q8_0, tensor.Q2_K,
-		tensor.Q3_K, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K, tensor.IQ4_NL, tensor.IQ4_XS}
+		tensor.Q3_K, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K, tensor.IQ4_NL, tensor.IQ4_XS, tensor.MXFP4, tensor.NVFP4}
 	for _, typ := range types {
 		for _, imp := range [][]float32{nil, importance} {
 			n, _ := typ.Bytes(int64(len(x)))

@@ -7,8 +7,8 @@ import (
 )
 
 // F16 and BF16 through ggml_quantize_chunk (ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row_ref) and their to_float
-// rows. They differ from the tensor package's conversions only in NaN handling, which ggml fixes: F16 encodes
-// every NaN as the quiet NaN 0x7E00, and decoding quiets a signalling NaN.
+// rows. BF16 is the tensor package's conversion, which is ggml's. F16 differs from it only for NaN, which ggml
+// fixes: every NaN encodes as the quiet NaN 0x7E00 (sign kept), and decoding quiets a signalling NaN.
 
 func init() {
 	register(tensor.F16, codec{encodeRow: encodeF16, decode: decodeF16})

@@ -47,6 +47,13 @@ func (g *fp4Grid) bestIndex(x float32) uint8 {
 	return i
 }
 
+func fp4IndicesGo(idx []uint8, x []float32, g *fp4Grid) {
+	idx = idx[:len(x)]
+	for i, v := range x {
+		idx[i] = g.bestIndex(v)
+	}
+}
+
 // e8m0Half is GGML_E8M0_TO_FP32_HALF: 2^(e-128), subnormal for e < 2.
 func e8m0Half(e uint8) float32 {
 	if e < 2 {
@@ -73,9 +80,9 @@ func encodeMXFP4(dst []byte, src, _ []float32) {
 		}
 		g := newFP4Grid(e8m0Half(e))
 		y[0] = e
-		for j := range qk / 2 {
-			y[1+j] = g.bestIndex(x[j]) | g.bestIndex(x[j+qk/2])<<4
-		}
+		var q [qk]uint8
+		fp4Indices(q[:], x, &g)
+		packNibbles(y[1:], &q)
 	}
 }
 
@@ -157,9 +164,11 @@ func encodeNVFP4(dst []byte, src, _ []float32) {
 			ue := fp32ToUE4M3(amax / 6)
 			y[s] = ue
 			g := newFP4Grid(ue4m3Half[ue])
+			var q [qkNVFP4Sub]uint8
+			fp4Indices(q[:], xb, &g)
 			qs := y[4+s*qkNVFP4Sub/2:][:qkNVFP4Sub/2]
 			for j := range qs {
-				qs[j] = g.bestIndex(xb[j]) | g.bestIndex(xb[j+qkNVFP4Sub/2])<<4
+				qs[j] = q[j] | q[j+qkNVFP4Sub/2]<<4
 			}
 		}
 	}

@@ -85,33 +85,29 @@ var (
 // and aborts; the first neighbour is taken instead so that such input still yields a block.
 func iq1Neighbour(lt *lattice, entry int32, x, weight []float32, scale float32, xx *[3]float32, L []int8) int {
 	neighbours := lt.neighboursOf(entry)
+	x8, w8 := (*[8]float32)(x), (*[8]float32)(weight)
 	best, bestD2 := int(neighbours[0]), float32(math.MaxFloat32)
 	for _, p := range neighbours {
+		lv := (*[8]int8)(lt.levels[8*int(p):])
 		var d2 float32
-		for i, q := range lt.point(int(p)) {
-			diff := float32(scale*xx[(q-1)/2]) - x[i]
-			d2 += wsq(weight[i], diff)
+		for i := range 8 {
+			d2 += wsq(w8[i], float32(scale*xx[lv[i]])-x8[i])
 		}
 		if d2 < bestD2 {
 			best, bestD2 = int(p), d2
 		}
 	}
-	for i, q := range lt.point(best) {
-		L[i] = (q - 1) / 2
-	}
+	copy(L, lt.levelsOf(best))
 	return best
 }
 
 // iq1Group returns the codebook index of a group of 8 levels, searching the neighbours when they are not a point.
 func iq1Group(lt *lattice, x, weight []float32, scale float32, xx *[3]float32, L []int8) (int, bool) {
-	k := 0
-	for i := range 8 {
-		k |= int(L[i]) << (2 * i)
-	}
-	if p := lt.index[k]; p >= 0 {
+	p := lt.index[lt.key(L)]
+	if p >= 0 {
 		return int(p), true
 	}
-	return iq1Neighbour(lt, lt.index[k], x, weight, scale, xx, L), false
+	return iq1Neighbour(lt, p, x, weight, scale, xx, L), false
 }
 
 // sortByValue fills order with 0..len(x)-1 sorted by x ascending, equal values keeping their order as glibc's qsort
@@ -214,8 +210,8 @@ func encodeIQ1S(dst []byte, src, importance []float32) {
 			if !allOnGrid {
 				var sumqx, sumq2 float32
 				for k := range bs / 8 {
-					for j, q := range lt.point(index[k]) {
-						w, v := weight[8*k+j], xx[(q-1)/2]
+					for j, l := range lt.levelsOf(index[k]) {
+						w, v := weight[8*k+j], xx[l]
 						sumqx += float32(float32(w*v) * xb[8*k+j])
 						sumq2 += float32(float32(w*v) * v)
 					}
@@ -390,8 +386,8 @@ func encodeIQ1M(dst []byte, src, importance []float32) {
 				var sqx, sq2 float32
 				for k := range 2 {
 					xx := iq1mValues(bestK, k)
-					for j, q := range lt.point(index[k]) {
-						w, v := weight[8*k+j], xx[(q-1)/2]
+					for j, l := range lt.levelsOf(index[k]) {
+						w, v := weight[8*k+j], xx[l]
 						sqx += float32(float32(w*v) * xb[8*k+j])
 						sq2 += float32(float32(w*v) * v)
 					}
@@ -420,8 +416,8 @@ func encodeIQ1M(dst []byte, src, importance []float32) {
 			for k := range 2 {
 				xx := iq1mValues(shifts[ib], k)
 				idx := int(qs[2*ib+k]) + int(qh[ib])<<(8-4*k)&0x700
-				for j, q := range lt.point(idx) {
-					w, v := weight[8*k+j], float32(xx[(q-1)/2]*float32(2*l+1))
+				for j, lv := range lt.levelsOf(idx) {
+					w, v := weight[8*k+j], float32(xx[lv]*float32(2*l+1))
 					sqx += float32(float32(w*v) * xb[8*k+j])
 					sq2 += float32(float32(w*v) * v)
 				}

@@ -65,17 +65,16 @@ func requantize(L []uint8, x []float32, d, m float32, nmax int) {
 
 func encodeQ2_K(dst []byte, src, qw []float32) {
 	var (
-		L              [qkK]uint8
-		w, sw          [16]float32
-		scales, mins   [16]float32
-		lScale, lMin   [16]uint8
-		maxScl, maxMin float32
+		L            [qkK]uint8
+		w, sw        [16]float32
+		scales, mins [16]float32
+		lScale, lMin [16]uint8
 	)
 	for i := range len(src) / qkK {
 		x, y := src[i*qkK:][:qkK], dst[i*q2KBytes:][:q2KBytes]
 		sc := y[:16]
 		if qw == nil {
-			maxScl, maxMin = 0, 0
+			var maxScl, maxMin float32
 			for j := range 16 {
 				xs := x[16*j:][:16]
 				for l, v := range xs {
@@ -216,14 +215,12 @@ func encodeQ3_K(dst []byte, src, qw []float32) {
 				L[16*j+l] = int8(clampInt(nearestInt(v/dl), -4, 3) + 4)
 			}
 		}
+		// Codes are 0..7 here: the C loop's "if (L[j] > 3) set the hmask bit and subtract 4" is bit 2.
 		hmask := y[:32]
 		clear(hmask)
 		for j, l := range L {
-			if l > 3 {
-				hmask[j%32] |= 1 << (j / 32)
-				l -= 4
-			}
-			u[j] = uint8(l)
+			hmask[j%32] |= uint8(l>>2&1) << (j / 32)
+			u[j] = uint8(l & 3)
 		}
 		pack2(y[32:96], &u)
 	}
@@ -378,20 +375,14 @@ func encodeQ5_K(dst []byte, src, qw []float32) {
 	for i := range len(src) / qkK {
 		y := dst[i*q5KBytes:][:q5KBytes]
 		encodeK32(y, src[i*qkK:][:qkK], subImportance(qw, i), 31, &L)
+		// Codes are 0..31: the C loop's "if (l > 15) set the qh bit and subtract 16" is bit 4.
 		qh := y[16:48]
 		clear(qh)
 		for k := range 4 {
 			for j := range 32 {
 				l1, l2 := L[64*k+j], L[64*k+j+32]
-				if l1 > 15 {
-					l1 -= 16
-					qh[j] |= 1 << (2 * k)
-				}
-				if l2 > 15 {
-					l2 -= 16
-					qh[j] |= 2 << (2 * k)
-				}
-				y[48+32*k+j] = l1 | l2<<4
+				qh[j] |= (l1>>4&1 | l2>>4&1<<1) << (2 * k)
+				y[48+32*k+j] = l1&0xF | (l2&0xF)<<4
 			}
 		}
 	}

@@ -11,8 +11,8 @@ import (
 // a codebook point, search a precomputed list of its nearest codebook points instead.
 type lattice struct {
 	dim, bits int
-	points    []int8    // 2l+1 per coordinate, dim per point, in codebook order (ggml's kgrid_q2xs / kgrid_q3xs)
-	fpoints   []float32 // the same as float32, for the distance loops
+	levels    []int8    // l per coordinate, dim per point, in codebook order
+	fpoints   []float32 // 2l+1 per coordinate (ggml's kgrid_q2xs / kgrid_q3xs), for the distance loops
 	// index maps a key to its point, or for a key off the codebook to -(offset+1): neighbours[offset] is the length
 	// of its list and the point indices follow.
 	index      []int32
@@ -25,11 +25,12 @@ type lattice struct {
 // point whose squared distance is among the nwant smallest, ordered by distance then point index, as ggml's qsort
 // with a total order leaves them.
 func newLattice(n, dim, bits, maxLevel, nwant int, coord func(point, c int) int) *lattice {
-	lt := &lattice{dim: dim, bits: bits, points: make([]int8, n*dim), fpoints: make([]float32, n*dim)}
+	lt := &lattice{dim: dim, bits: bits, levels: make([]int8, n*dim), fpoints: make([]float32, n*dim)}
 	for p := range n {
 		for c := range dim {
-			lt.points[p*dim+c] = int8(2*coord(p, c) + 1)
-			lt.fpoints[p*dim+c] = float32(lt.points[p*dim+c])
+			l := coord(p, c)
+			lt.levels[p*dim+c] = int8(l)
+			lt.fpoints[p*dim+c] = float32(2*l + 1)
 		}
 	}
 	keys := 0
@@ -42,9 +43,11 @@ func newLattice(n, dim, bits, maxLevel, nwant int, coord func(point, c int) int)
 		lt.index[i] = -1
 	}
 	for p := range n {
-		lt.index[lt.key(lt.points[p*dim:(p+1)*dim])] = int32(p)
+		lt.index[lt.key(lt.levelsOf(p))] = int32(p)
 	}
 
+	// Squared distances are taken between levels: those between the odd coordinates are 4 times larger, which
+	// changes neither their order nor which are equal.
 	pos := make([]int8, dim)
 	d2 := make([]int, n)
 	for key := range keys {
@@ -52,13 +55,13 @@ func newLattice(n, dim, bits, maxLevel, nwant int, coord func(point, c int) int)
 			continue
 		}
 		for c := range dim {
-			pos[c] = int8(2*(key>>(bits*c)&(1<<bits-1)) + 1)
+			pos[c] = int8(key >> (bits * c) & (1<<bits - 1))
 		}
 		maxD2 := 0
 		for p := range n {
 			s := 0
-			for c, q := range lt.points[p*dim : (p+1)*dim] {
-				diff := int(q) - int(pos[c])
+			for c, l := range lt.levelsOf(p) {
+				diff := int(l) - int(pos[c])
 				s += diff * diff
 			}
 			d2[p] = s
@@ -101,27 +104,21 @@ func (lt *lattice) levelsWithin(key, maxLevel int) bool {
 	return true
 }
 
-// key packs a point given as odd coordinates 2l+1.
-func (lt *lattice) key(q []int8) int {
+// key packs the levels of one group.
+func (lt *lattice) key(L []int8) int {
 	k := 0
 	for c := range lt.dim {
-		k |= int(q[c]-1) / 2 << (lt.bits * c)
+		k |= int(L[c]) << (lt.bits * c)
 	}
 	return k
 }
 
 // pointOf returns the codebook index of levels L. Every caller's L is either all zeros, which is codebook entry 0 of
 // every IQ2/IQ3 codebook, or was last written by snap, so the key is always on the codebook.
-func (lt *lattice) pointOf(L []int8) int {
-	k := 0
-	for c := range lt.dim {
-		k |= int(L[c]) << (lt.bits * c)
-	}
-	return int(lt.index[k])
-}
+func (lt *lattice) pointOf(L []int8) int { return int(lt.index[lt.key(L)]) }
 
-// point returns the odd coordinates of codebook entry p.
-func (lt *lattice) point(p int) []int8 { return lt.points[p*lt.dim : (p+1)*lt.dim] }
+// levelsOf returns the levels of codebook entry p.
+func (lt *lattice) levelsOf(p int) []int8 { return lt.levels[p*lt.dim : (p+1)*lt.dim] }
 
 // neighboursOf returns the neighbour list of an off-codebook index entry.
 func (lt *lattice) neighboursOf(entry int32) []uint16 {
@@ -144,9 +141,7 @@ func (lt *lattice) snap(xval, waux []float32, id, scale float32, maxLevel int, L
 		return int(p), true
 	}
 	best := lt.nearest(lt.neighboursOf(lt.index[k]), xval, waux, scale)
-	for c, q := range lt.point(best) {
-		L[c] = (q - 1) / 2
-	}
+	copy(L, lt.levelsOf(best))
 	return best, false
 }
 

@@ -62,16 +62,18 @@ func absBits(v float32) uint32 {
 
 // minMax is the FLT_MAX-seeded scan of quantize_row_q4_1_ref and quantize_row_q5_1_ref.
 func minMax(x []float32) (lo, hi float32) {
-	lo, hi = math.MaxFloat32, -math.MaxFloat32
+	// The bits are selected as integers so that the compiler can use conditional moves, not branches.
+	l, h := math.Float32bits(math.MaxFloat32), math.Float32bits(-math.MaxFloat32)
 	for _, v := range x {
-		if v < lo {
-			lo = v
+		b := math.Float32bits(v)
+		if v < math.Float32frombits(l) {
+			l = b
 		}
-		if v > hi {
-			hi = v
+		if v > math.Float32frombits(h) {
+			h = b
 		}
 	}
-	return lo, hi
+	return math.Float32frombits(l), math.Float32frombits(h)
 }
 
 func inverse(d float32) float32 {
@@ -106,7 +108,7 @@ func encodeQ4_0(dst []byte, src, qw []float32) {
 		encodeQXWeighted(dst, src, qw, 8, 18, func(y []byte, q *[qk]uint8) { packNibbles(y[2:], q) })
 		return
 	}
-	for b := q4_0Asm(dst, src); b < len(src)/qk; b++ {
+	for b := legacyAsm(tensor.Q4_0, dst, src); b < len(src)/qk; b++ {
 		x, y := src[b*qk:][:qk], dst[b*18:][:18]
 		d := signedMax(x) / -8
 		id := inverse(d)
@@ -128,16 +130,20 @@ func encodeQ5_0(dst []byte, src, qw []float32) {
 		encodeQXWeighted(dst, src, qw, 16, 22, func(y []byte, q *[qk]uint8) { packQ5(y[2:6], y[6:], q) })
 		return
 	}
-	for b := range len(src) / qk {
+	for b := legacyAsm(tensor.Q5_0, dst, src); b < len(src)/qk; b++ {
 		x, y := src[b*qk:][:qk], dst[b*22:][:22]
 		d := signedMax(x) / -16
 		id := inverse(d)
 		putF16(y, d)
-		var q [qk]uint8
-		for j, v := range x {
-			q[j] = uint8(min(31, int(int8(truncInt32(float32(v*id)+16.5)))))
+		var qh uint32
+		qs, lo, hi := y[6:22], x[:16], x[16:32]
+		for j := range qs {
+			q0 := uint8(min(31, int(int8(truncInt32(float32(lo[j]*id)+16.5)))))
+			q1 := uint8(min(31, int(int8(truncInt32(float32(hi[j]*id)+16.5)))))
+			qs[j] = q0&0x0F | (q1&0x0F)<<4
+			qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
 		}
-		packQ5(y[2:6], y[6:], &q)
+		binary.LittleEndian.PutUint32(y[2:], qh)
 	}
 }
 
@@ -164,7 +170,7 @@ func encodeQ4_1(dst []byte, src, qw []float32) {
 		encodeQKXWeighted(dst, src, qw, 15, 20, func(y []byte, L *[qk]uint8) { packNibbles(y[4:], L) })
 		return
 	}
-	for b := range len(src) / qk {
+	for b := legacyAsm(tensor.Q4_1, dst, src); b < len(src)/qk; b++ {
 		x, y := src[b*qk:][:qk], dst[b*20:][:20]
 		lo, hi := minMax(x)
 		d := (hi - lo) / 15
@@ -184,7 +190,7 @@ func encodeQ5_1(dst []byte, src, qw []float32) {
 		encodeQKXWeighted(dst, src, qw, 31, 24, func(y []byte, L *[qk]uint8) { packQ5(y[4:8], y[8:], L) })
 		return
 	}
-	for b := range len(src) / qk {
+	for b := legacyAsm(tensor.Q5_1, dst, src); b < len(src)/qk; b++ {
 		x, y := src[b*qk:][:qk], dst[b*24:][:24]
 		lo, hi := minMax(x)
 		d := (hi - lo) / 31

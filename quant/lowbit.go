@@ -1,6 +1,10 @@
 package quant
 
-import "github.com/lathe-ml/lathe/tensor"
+import (
+	"math"
+
+	"github.com/lathe-ml/lathe/tensor"
+)
 
 // Q1_0 and Q2_0 (ggml-quants.c quantize_row_q1_0_ref, quantize_row_q2_0_ref and their dequantizers): an F16 scale
 // and packed 1- or 2-bit codes, element j at bit j (Q1_0) or bits 2(j%4) of byte j/4 (Q2_0). ggml_quantize_chunk
@@ -26,11 +30,16 @@ func encodeQ1_0(dst []byte, src, _ []float32) {
 		}
 		putF16(y, sum/qk1_0)
 		qs := y[2:18]
-		clear(qs)
-		for j, v := range x {
-			if v >= 0 {
-				qs[j/8] |= 1 << (j % 8)
+		for k := range qs {
+			var q uint8
+			for i, v := range x[8*k : 8*k+8] {
+				var bit uint8
+				if v >= 0 { // a compare and a conditional move: a branch would mispredict on random signs
+					bit = 1
+				}
+				q |= bit << i
 			}
+			qs[k] = q
 		}
 	}
 }
@@ -38,13 +47,11 @@ func encodeQ1_0(dst []byte, src, _ []float32) {
 func decodeQ1_0(dst []float32, src []byte) {
 	for b := range len(dst) / qk1_0 {
 		y, x := dst[b*qk1_0:][:qk1_0], src[b*18:][:18]
-		d := getF16(x)
+		// A clear bit gives -d, which is d with its sign flipped: set the sign from the bit without a branch.
+		d := math.Float32bits(getF16(x))
 		for j := range y {
-			if x[2+j/8]>>(j%8)&1 != 0 {
-				y[j] = d
-			} else {
-				y[j] = -d
-			}
+			neg := uint32(^x[2+j/8]>>(j%8)&1) << 31
+			y[j] = math.Float32frombits(d ^ neg)
 		}
 	}
 }
@@ -53,12 +60,7 @@ func decodeQ1_0(dst []float32, src []byte) {
 func encodeQ2_0(dst []byte, src, _ []float32) {
 	for b := range len(src) / qk2_0 {
 		x, y := src[b*qk2_0:][:qk2_0], dst[b*18:][:18]
-		var amax float32
-		for _, v := range x {
-			if a := abs32(v); a > amax {
-				amax = a
-			}
-		}
+		amax := math.Float32frombits(absMaxBits(x)) // the largest |x| that `if (a > amax)` finds, NaN skipped
 		var id float32
 		if amax > 0 {
 			id = 1 / amax

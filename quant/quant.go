@@ -15,8 +15,9 @@ import (
 // Shared by every codec file (coordinate here before adding another shared helper, to avoid duplicates):
 //   nearestInt, truncInt32, fp32ToFP16, fp16ToFloat32, getF16, putF16, abs32 (this file);
 //   groupMaxEps, qkK, sqrt32, sumSquares, maxC, imatrixWeights, makeQPQuants (iq2.go);
-//   makeQXQuants, makeQ3Quants, makeQKXQuants (search.go: the other ggml-quants.c scale searches);
-//   kvaluesIQ4NL, bestIndexInt8 (iq4.go).
+//   makeQXQuants, makeQ3Quants, makeQKXQuants, clampInt (search.go: the other ggml-quants.c scale searches);
+//   inverse, packNibbles (legacy.go); kvaluesIQ4NL, bestIndexInt8 (iq4.go);
+//   hasAVX2, the AVX2 kernels' switch (sweep_amd64.go; the tests turn it off to compare with the Go code).
 // Arithmetic is float32 as in ggml's float code; products are wrapped in float32(...) wherever a sum follows, so
 // that no Go compiler may fuse them into an FMA that ggml's reference build (x86-64, no -mfma) does not use.
 // `GOAMD64=v3 go test ./quant` lets the amd64 compiler fuse, so it finds a missing wrap on any x86-64 machine.

@@ -76,30 +76,33 @@ func makeQ3Quants(nmax int, x []float32, L []int8) float32 {
 	}
 	lo, hi := -nmax, nmax-1
 	iscale := -float32(nmax) / max
+	var w, wx [maxGroup]float32 // x² and x²·x, recomputed identically in every pass of the C loop
 	var sumlx, suml2 float32
 	for i, v := range x {
 		l := clampInt(nearestInt(iscale*v), lo, hi)
 		L[i] = int8(l)
-		w, fl := float32(v*v), float32(l)
-		sumlx += float32(float32(w*v) * fl)
-		suml2 += float32(float32(w*fl) * fl)
+		w[i] = float32(v * v)
+		wx[i] = float32(w[i] * v)
+		fl := float32(l)
+		sumlx += float32(wx[i] * fl)
+		suml2 += float32(float32(w[i]*fl) * fl)
 	}
 	for range 5 {
 		changed := false
 		for i, v := range x {
-			w, fl := float32(v*v), float32(L[i])
-			slx := sumlx - float32(float32(w*v)*fl)
+			fl := int8Float[uint8(L[i])]
+			slx := sumlx - float32(wx[i]*fl)
 			if !(slx > 0) {
 				continue
 			}
-			sl2 := suml2 - float32(float32(w*fl)*fl)
+			sl2 := suml2 - float32(float32(w[i]*fl)*fl)
 			nl := clampInt(nearestInt(float32(v*sl2)/slx), lo, hi)
 			if nl == int(L[i]) {
 				continue
 			}
-			fn := float32(nl)
-			slx += float32(float32(w*v) * fn)
-			sl2 += float32(float32(w*fn) * fn)
+			fn := int8Float[uint8(nl)]
+			slx += float32(wx[i] * fn)
+			sl2 += float32(float32(w[i]*fn) * fn)
 			if sl2 > 0 && float32(float32(slx*slx)*suml2) > float32(float32(sumlx*sumlx)*sl2) {
 				L[i], sumlx, suml2 = int8(nl), slx, sl2
 				changed = true
@@ -185,69 +188,6 @@ func makeQKXQuants(nmax int, x, weights []float32, L []uint8, rmin, rdelta float
 		L[i] = uint8(clampInt(nearestInt(chosenIscale*(v-chosenMin)), 0, nmax))
 	}
 	return scale, -xmin
-}
-
-// qkxParams are the fixed inputs of one make_qkx2_quants search, and rng = max - min for the current min.
-type qkxParams struct {
-	nmax                    int
-	rmin, rdelta, fmax, rng float32
-	sumW, sumX              float32 // Σw and Σw·x
-	mad                     bool    // weigh |error| rather than error²
-}
-
-// qkxLanes receives the candidates of one sweep: each step's inverse scale, fitted scale and min, and error.
-type qkxLanes struct {
-	iscale, scale, min, cur [sweepLanes]float32
-}
-
-// qkxError is the weighted error of one candidate: Σ w·e with e = |scale·l + min - x| (mad) or its square,
-// l = clamp(nearest_int(iscale·(x - min0)), 0, nmax) and dx = x - min0.
-func qkxError(dx, w, x []float32, iscale, scale, min float32, p *qkxParams) float32 {
-	w, x = w[:len(dx)], x[:len(dx)]
-	var e float32
-	for i, d := range dx {
-		fl := int8Float[uint8(clampInt(nearestInt(iscale*d), 0, p.nmax))]
-		diff := float32(scale*fl) + min - x[i]
-		if p.mad {
-			diff = abs32(diff)
-		} else {
-			diff = float32(diff * diff)
-		}
-		e += float32(w[i] * diff)
-	}
-	return e
-}
-
-// qkxStepsGo evaluates steps first..first+width-1 of the search into lanes, each as one iteration of the C loop
-// computes it: the grid at iscale = (rmin + rdelta·is + nmax)/(max - min), the weighted least-squares scale and
-// min (min clamped to ≤ 0), and the error. Bit j of the result is set if step first+j had D > 0, the only
-// steps the C loop considers.
-func qkxStepsGo(dx, w, x []float32, first, width int, p *qkxParams, lanes *qkxLanes) (fit uint) {
-	w, x = w[:len(dx)], x[:len(dx)]
-	for j := range width {
-		is := (p.rmin + float32(p.rdelta*float32(first+j)) + p.fmax) / p.rng
-		var sumL, sumL2, sumXL float32
-		for i, d := range dx {
-			fl := int8Float[uint8(clampInt(nearestInt(is*d), 0, p.nmax))]
-			wl := float32(w[i] * fl)
-			sumL += wl
-			sumL2 += float32(wl * fl)
-			sumXL += float32(wl * x[i])
-		}
-		D := float32(p.sumW*sumL2) - float32(sumL*sumL)
-		scale := (float32(p.sumW*sumXL) - float32(p.sumX*sumL)) / D
-		min := (float32(sumL2*p.sumX) - float32(sumL*sumXL)) / D
-		if min > 0 {
-			min = 0
-			scale = sumXL / sumL2
-		}
-		lanes.iscale[j], lanes.scale[j], lanes.min[j] = is, scale, min
-		lanes.cur[j] = qkxError(dx, w, x, is, scale, min, p)
-		if D > 0 {
-			fit |= 1 << j
-		}
-	}
-	return fit
 }
 
 // clampInt is MAX(lo, MIN(hi, v)) without branches: the compiler sometimes turns min and max into jumps, which

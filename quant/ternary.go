@@ -16,19 +16,20 @@ func init() {
 	register(tensor.TQ2_0, codec{encodeRow: encodeTQ2_0, decode: decodeTQ2_0})
 }
 
-// trit is lroundf(x*id) + 1 stored in an int: glibc's lroundf returns LONG_MIN for NaN and values beyond long,
-// whose low 32 bits plus one are 1.
-func trit(x, id float32) int {
-	v := float64(float32(x * id))
-	if !(math.Abs(v) < 0x1p63) {
-		return 1
-	}
-	return int(int32(int64(math.Round(v)) + 1))
-}
+// trit is lroundf(x*id) + 1 stored in an int. |x*id| ≤ 1 unless id is infinite (a subnormal scale), so lroundf
+// either rounds a small value half away from zero or gets ±Inf or NaN and returns LONG_MIN, whose low 32 bits
+// plus one are 1; roundToInt32 agrees on both (its MinInt32 plus one has the same low bits, all that the
+// packing keeps).
+func trit(x, id float32) int { return int(roundToInt32(x*id) + 1) }
 
+// tScale is d = amax with MAX(amax, fabsf(v)), which restarts after a NaN, and id = 1/d (0 for d = 0).
 func tScale(x []float32) (d, id float32) {
-	for _, v := range x {
-		d = maxC(d, abs32(v))
+	d = math.Float32frombits(absMaxBits(x))
+	if hasNaN(x) {
+		d = 0
+		for _, v := range x {
+			d = maxC(d, abs32(v))
+		}
 	}
 	return d, inverse(d)
 }
