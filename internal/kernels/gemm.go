@@ -1,0 +1,499 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+type float interface{ ~float32 | ~float64 }
+
+// microKernel computes one mr×nr tile: C = alpha·(Ap·Bp) + beta·C, where Ap holds k steps of mr values (one per
+// row of the tile) and Bp k steps of nr values; C is row-major with stride ldc and is not read when beta == 0.
+type microKernel[T float] func(k int, a, b, c *T, ldc int, alpha, beta T)
+
+// gemmImpl is one micro-kernel with the block sizes that suit it (Goto and van de Geijn, "Anatomy of
+// high-performance matrix multiplication", 2008; BLIS's loop order). The packed A micro-panel (mr×kc) stays in
+// L1 while the kernel sweeps the B block (kc×nc, in L2, private to each thread); the A panel (mc×kc) is shared by
+// all threads and lives in L3.
+type gemmImpl[T float] struct {
+	name   string
+	mr, nr int
+	kc     int // depth of one packed block
+	mc     int // rows of the shared packed A panel
+	nc     int // columns of one per-thread packed B block
+	micro  microKernel[T]
+	// portable makes the packing loops pure Go too, so this implementation is exactly what a noasm build runs.
+	portable bool
+	jobs     sync.Pool // *gemmJob[T] with their packing buffers, reused across calls
+}
+
+// parallelMin is the m·n·k below which a GEMM runs on the calling goroutine alone: waking a helper costs a few
+// microseconds, about what 2·64³ flops take on one AVX-512 core.
+const parallelMin = 1 << 18
+
+// Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32 matrices, where op(X) is X or Xᵀ, op(A) is
+// m×k, op(B) is k×n and C is m×n. A is stored m×k (transA false) or k×m (transA true) with row stride lda, and B
+// k×n or n×k with stride ldb, as in the CBLAS row-major interface. When beta is zero C is only written, so NaNs
+// in it do not propagate; when alpha is zero or k is zero A and B are not read.
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, c []float32, ldc int) {
+	gemm(sgemmImpl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Dgemm is Sgemm for float64.
+func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int,
+	beta float64, c []float64, ldc int) {
+	gemm(dgemmImpl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func gemm[T float](im *gemmImpl[T], transA, transB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int,
+	beta T, c []T, ldc int) {
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("kernels: gemm: negative dimension m=%d n=%d k=%d", m, n, k))
+	}
+	checkMatrix("A", a, ar, ac, lda)
+	checkMatrix("B", b, br, bc, ldb)
+	checkMatrix("C", c, m, n, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if alpha == 0 || k == 0 {
+		scaleMatrix(c, m, n, ldc, beta)
+		return
+	}
+
+	threads := 1
+	if float64(m)*float64(n)*float64(k) >= parallelMin { // float64: the product overflows int on 32-bit targets
+		threads = pool.acquire(Threads())
+	}
+	j := im.job(threads)
+	j.transA, j.transB = transA, transB
+	j.m, j.n, j.k = m, n, k
+	j.alpha, j.beta = alpha, beta
+	j.a, j.lda, j.b, j.ldb, j.c, j.ldc = a, lda, b, ldb, c, ldc
+	j.plan(threads)
+	if threads > 1 {
+		pool.runOn(j, threads)
+		pool.release()
+	} else {
+		j.run(0)
+	}
+	j.a, j.b, j.c = nil, nil, nil // do not keep caller memory alive from the pool
+	im.jobs.Put(j)
+}
+
+// checkMatrix panics unless x holds a rows×cols row-major matrix with stride ld.
+func checkMatrix[T float](name string, x []T, rows, cols, ld int) {
+	if ld < max(1, cols) {
+		panic(fmt.Sprintf("kernels: leading dimension of %s is %d, want >= %d", name, ld, max(1, cols)))
+	}
+	if rows > 0 && cols > 0 && (rows-1 > (math.MaxInt-cols)/ld || len(x) < (rows-1)*ld+cols) {
+		panic(fmt.Sprintf("kernels: %s has %d elements, too few for a %d×%d matrix with stride %d",
+			name, len(x), rows, cols, ld))
+	}
+}
+
+// scaleMatrix sets C = beta·C, writing zeros (not 0·NaN) when beta is zero.
+func scaleMatrix[T float](c []T, m, n, ldc int, beta T) {
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		switch beta {
+		case 1:
+		case 0:
+			clear(row)
+		default:
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+}
+
+// gemmJob is one GEMM call's plan plus the packing buffers, which survive in im.jobs between calls.
+type gemmJob[T float] struct {
+	im             *gemmImpl[T]
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    T
+	a, b, c        []T
+	lda, ldb, ldc  int
+
+	threads int
+	kc, mc  int  // block sizes for this shape, balanced so that the last block is not a sliver
+	rowMode bool // units split the A micro-panels (B is narrow) instead of the columns
+	ustep   int  // columns (column mode) or A micro-panels (row mode) per unit of work
+
+	apanel [2][]T // shared packed A panel, double-buffered so one barrier per block suffices
+	bblock [][]T  // per-thread packed B block
+	tile   [][]T  // per-thread mr×nr scratch for edge tiles
+	claims [2]claimSlot
+	bar    barrier
+}
+
+// claimSlot hands out the packing chunks and compute units of one (row panel, depth block) iteration to whichever
+// thread asks first, so a thread slowed by another process on its core simply takes fewer units. Which thread
+// computes a tile never changes how the tile is computed.
+type claimSlot struct {
+	pack, units atomic.Int32
+}
+
+func (s *claimSlot) reset() {
+	s.pack.Store(0)
+	s.units.Store(0)
+}
+
+// packChunk is how many A micro-panels one packing claim covers.
+const packChunk = 4
+
+func (im *gemmImpl[T]) job(threads int) *gemmJob[T] {
+	j, _ := im.jobs.Get().(*gemmJob[T])
+	if j == nil {
+		j = &gemmJob[T]{im: im}
+	}
+	for len(j.bblock) < threads {
+		j.bblock = append(j.bblock, nil)
+		j.tile = append(j.tile, make([]T, im.mr*im.nr))
+	}
+	return j
+}
+
+// plan picks block sizes and the unit of work for the shape and sizes the buffers.
+func (j *gemmJob[T]) plan(threads int) {
+	im := j.im
+	j.threads = threads
+	j.kc = balance(j.k, im.kc, 1)
+	j.mc = balance(j.m, im.mc, im.mr)
+	// Units of columns let every thread share one packed A panel and pack only its own B blocks. About four
+	// units per thread balance the load; when B has too few column panels for that, the units split the A
+	// micro-panels instead and each thread packs all of the (narrow) B.
+	npn := ceilDiv(j.n, im.nr)
+	units := ceilDiv(j.n, im.nc)
+	if threads > 1 {
+		units = max(units, min(npn, 4*threads))
+	}
+	j.rowMode = threads > 1 && npn < 2*threads && ceilDiv(j.mc, im.mr) > npn
+	bcols := 0
+	if j.rowMode {
+		j.ustep = ceilDiv(ceilDiv(j.mc, im.mr), 4*threads)
+		bcols = min(roundUp(j.n, im.nr), roundUp(im.nc, im.nr))
+	} else {
+		j.ustep = roundUp(ceilDiv(j.n, units), im.nr)
+		bcols = j.ustep
+	}
+	j.claims[0].reset()
+	j.claims[1].reset()
+	j.bar.reset(threads)
+
+	asize := ceilDiv(j.mc, im.mr) * im.mr * j.kc
+	for i := range j.apanel {
+		j.apanel[i] = grow(j.apanel[i], asize)
+	}
+	for i := 0; i < threads; i++ {
+		j.bblock[i] = grow(j.bblock[i], bcols*j.kc)
+	}
+}
+
+// balance splits n into blocks of at most about size (a multiple of unit) of near-equal length.
+func balance(n, size, unit int) int {
+	blocks := ceilDiv(n, size)
+	return roundUp(ceilDiv(n, blocks), unit)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+func roundUp(a, b int) int { return ceilDiv(a, b) * b }
+
+func grow[T float](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// run is one thread's part of the five-loop GEMM: for each row panel (mc) and depth block (kc) the threads pack
+// the A panel together, meet at the barrier, then claim units of work (a range of columns, or of A micro-panels
+// when B is narrow); inside a unit B is packed in blocks of up to nc columns and swept by the micro-kernel, A
+// micro-panel outer, B micro-panel inner.
+func (j *gemmJob[T]) run(tid int) {
+	im := j.im
+	mr := im.mr
+	iter := 0
+	for ic := 0; ic < j.m; ic += j.mc {
+		mc := min(j.mc, j.m-ic)
+		npm := ceilDiv(mc, mr)
+		for pc := 0; pc < j.k; pc += j.kc {
+			kc := min(j.kc, j.k-pc)
+			ap := j.apanel[iter&1]
+			slot := &j.claims[iter&1]
+			for {
+				q := int(slot.pack.Add(1)-1) * packChunk
+				if q >= npm {
+					break
+				}
+				im.packA(ap, j.a, j.lda, j.transA, ic, pc, mc, kc, q, min(q+packChunk, npm))
+			}
+			// The last thread to arrive clears the other slot: every thread is done with the iteration that
+			// used it, and none claims from it before passing this barrier.
+			j.bar.wait(&j.claims[(iter+1)&1])
+			iter++
+
+			beta := j.beta
+			if pc > 0 {
+				beta = 1
+			}
+			packed := false // row mode: this thread's B block already holds all of this iteration's columns
+			for {
+				u := int(slot.units.Add(1) - 1)
+				if j.rowMode {
+					p0 := u * j.ustep
+					if p0 >= npm {
+						break
+					}
+					for jc := 0; jc < j.n; jc += im.nc {
+						ncur := min(im.nc, j.n-jc)
+						if !packed {
+							im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
+							packed = ncur == j.n
+						}
+						j.sweep(tid, ap, ic, mc, p0, min(p0+j.ustep, npm), jc, ncur, kc, beta)
+					}
+					continue
+				}
+				jc := u * j.ustep
+				if jc >= j.n {
+					break
+				}
+				ncur := min(j.ustep, j.n-jc)
+				im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
+				j.sweep(tid, ap, ic, mc, 0, npm, jc, ncur, kc, beta)
+			}
+		}
+	}
+}
+
+// sweep multiplies A micro-panels p0..p1 of the packed panel ap (rows ic…ic+mc of C) by this thread's packed B
+// block (columns jc…jc+ncur) into C.
+func (j *gemmJob[T]) sweep(tid int, ap []T, ic, mc, p0, p1, jc, ncur, kc int, beta T) {
+	im := j.im
+	mr, nr := im.mr, im.nr
+	bp := j.bblock[tid]
+	for ir := p0; ir < p1; ir++ {
+		rows := min(mr, mc-ir*mr)
+		apanel := &ap[ir*mr*kc]
+		ci := (ic+ir*mr)*j.ldc + jc
+		for jr := 0; jr < ncur; jr += nr {
+			cols := min(nr, ncur-jr)
+			bpanel := &bp[jr*kc]
+			if rows == mr && cols == nr {
+				im.micro(kc, apanel, bpanel, &j.c[ci+jr], j.ldc, j.alpha, beta)
+				continue
+			}
+			t := j.tile[tid]
+			im.micro(kc, apanel, bpanel, &t[0], nr, 1, 0)
+			mergeTile(j.c[ci+jr:], j.ldc, t, nr, rows, cols, j.alpha, beta)
+		}
+	}
+}
+
+// mergeTile writes the rows×cols corner of an edge tile t (stride ldt) into C as alpha·t + beta·C.
+func mergeTile[T float](c []T, ldc int, t []T, ldt, rows, cols int, alpha, beta T) {
+	for i := 0; i < rows; i++ {
+		cr := c[i*ldc : i*ldc+cols]
+		tr := t[i*ldt : i*ldt+cols]
+		if beta == 0 {
+			for j, v := range tr {
+				cr[j] = alpha * v
+			}
+			continue
+		}
+		for j, v := range tr {
+			cr[j] = alpha*v + beta*cr[j]
+		}
+	}
+}
+
+// packA copies micro-panels lo..hi of the mc×kc block of op(A) at (i0, p0) into dst: panel q holds rows
+// i0+q·mr … as kc steps of mr values, zero-padded past the last row.
+func (im *gemmImpl[T]) packA(dst, a []T, lda int, trans bool, i0, p0, mc, kc, lo, hi int) {
+	mr := im.mr
+	for q := lo; q < hi; q++ {
+		r0 := i0 + q*mr
+		rows := min(mr, i0+mc-r0)
+		d := dst[q*mr*kc : (q+1)*mr*kc]
+		if trans {
+			// op(A)[i][p] = a[p*lda+i]: each step is a contiguous run of a stored row.
+			im.copyPanel(d, a[p0*lda+r0:], lda, mr, rows, kc)
+		} else {
+			im.transposePanel(d, a[r0*lda+p0:], lda, mr, rows, kc)
+		}
+	}
+}
+
+// packB copies the kc×nc block of op(B) at (p0, j0) into dst as micro-panels of nr columns: panel q holds kc
+// steps of nr values, zero-padded past the last column.
+func (im *gemmImpl[T]) packB(dst, b []T, ldb int, trans bool, p0, j0, kc, nc int) {
+	nr := im.nr
+	for q := 0; q*nr < nc; q++ {
+		c0 := j0 + q*nr
+		cols := min(nr, j0+nc-c0)
+		d := dst[q*nr*kc : (q+1)*nr*kc]
+		if trans {
+			// op(B)[p][j] = b[j*ldb+p]: the panel is a transpose of cols stored rows.
+			im.transposePanel(d, b[c0*ldb+p0:], ldb, nr, cols, kc)
+		} else {
+			im.copyPanel(d, b[p0*ldb+c0:], ldb, nr, cols, kc)
+		}
+	}
+}
+
+// copyPanel sets d[p*w+r] = s[p*ld+r] for p < k, r < n, and zeroes lanes n..w-1.
+func (im *gemmImpl[T]) copyPanel(d, s []T, ld, w, n, k int) {
+	d = d[:w*k]
+	if k == 0 {
+		return
+	}
+	_ = s[(k-1)*ld+n-1]
+	if n == w && !im.portable && copyRowsFast(d, s, ld, w, k) {
+		return
+	}
+	for p := 0; p < k; p++ {
+		copy(d[p*w:p*w+n], s[p*ld:p*ld+n])
+		clear(d[p*w+n : (p+1)*w])
+	}
+}
+
+// transposePanel sets d[p*w+r] = s[r*ld+p] for r < n, p < k, and zeroes lanes n..w-1.
+func (im *gemmImpl[T]) transposePanel(d, s []T, ld, w, n, k int) {
+	d = d[:w*k]
+	if k == 0 {
+		return
+	}
+	_ = s[(n-1)*ld+k-1]
+	if im.portable {
+		transposeRect(d, s, ld, w, 0, n, 0, k)
+	} else if n < w || !transposeFast(d, s, ld, w, k) {
+		rows, k8 := transposeBlocks32(d, s, ld, w, n, k)
+		transposeRect(d, s, ld, w, rows, n, 0, k8)
+		transposeRect(d, s, ld, w, 0, n, k8, k)
+	}
+	if n < w {
+		for p := 0; p < k; p++ {
+			clear(d[p*w+n : (p+1)*w])
+		}
+	}
+}
+
+// transposeRect sets d[p*w+r] = s[r*ld+p] for r in [r0, r1), p in [p0, p1). Four source rows at a time, so each
+// destination line is written in runs rather than one element per visit.
+func transposeRect[T float](d, s []T, ld, w, r0, r1, p0, p1 int) {
+	if p0 >= p1 {
+		return
+	}
+	r := r0
+	for ; r+4 <= r1; r += 4 {
+		s0 := s[r*ld+p0 : r*ld+p1]
+		s1 := s[(r+1)*ld+p0 : (r+1)*ld+p1]
+		s2 := s[(r+2)*ld+p0 : (r+2)*ld+p1]
+		s3 := s[(r+3)*ld+p0 : (r+3)*ld+p1]
+		for i := range s0 {
+			o := d[(p0+i)*w+r : (p0+i)*w+r+4]
+			o[0], o[1], o[2], o[3] = s0[i], s1[i], s2[i], s3[i]
+		}
+	}
+	for ; r < r1; r++ {
+		for i, v := range s[r*ld+p0 : r*ld+p1] {
+			d[(p0+i)*w+r] = v
+		}
+	}
+}
+
+// goMicro4x4 and goMicro2x4 are the portable micro-kernels, used under the noasm tag, on other architectures and
+// on x86 CPUs without AVX2+FMA (tests compare them with the assembly kernels). The Go compiler keeps scalar
+// accumulators in registers only while they fit: amd64 has 15 allocatable XMM registers, so its tile is 2×4 (8
+// accumulators + 2 A + 4 B values); arm64, riscv64, ppc64 and the rest have 32 floating-point registers, room for
+// 4×4. Where the target has fused multiply-add (arm64, GOAMD64=v3) the compiler fuses c += a*b.
+func goMicro4x4[T float](k int, a, b, c *T, ldc int, alpha, beta T) {
+	as := unsafe.Slice(a, 4*k)
+	bs := unsafe.Slice(b, 4*k)
+	var c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33 T
+	for len(as) >= 4 && len(bs) >= 4 {
+		a0, a1, a2, a3 := as[0], as[1], as[2], as[3]
+		b0, b1, b2, b3 := bs[0], bs[1], bs[2], bs[3]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		c20 += a2 * b0
+		c21 += a2 * b1
+		c22 += a2 * b2
+		c23 += a2 * b3
+		c30 += a3 * b0
+		c31 += a3 * b1
+		c32 += a3 * b2
+		c33 += a3 * b3
+		as, bs = as[4:], bs[4:]
+	}
+	cs := unsafe.Slice(c, 3*ldc+4)
+	storeRow4(cs[0:4], c00, c01, c02, c03, alpha, beta)
+	storeRow4(cs[ldc:ldc+4], c10, c11, c12, c13, alpha, beta)
+	storeRow4(cs[2*ldc:2*ldc+4], c20, c21, c22, c23, alpha, beta)
+	storeRow4(cs[3*ldc:3*ldc+4], c30, c31, c32, c33, alpha, beta)
+}
+
+func goMicro2x4[T float](k int, a, b, c *T, ldc int, alpha, beta T) {
+	as := unsafe.Slice(a, 2*k)
+	bs := unsafe.Slice(b, 4*k)
+	var c00, c01, c02, c03, c10, c11, c12, c13 T
+	for len(as) >= 2 && len(bs) >= 4 {
+		a0, a1 := as[0], as[1]
+		b0, b1, b2, b3 := bs[0], bs[1], bs[2], bs[3]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		as, bs = as[2:], bs[4:]
+	}
+	cs := unsafe.Slice(c, ldc+4)
+	storeRow4(cs[0:4], c00, c01, c02, c03, alpha, beta)
+	storeRow4(cs[ldc:ldc+4], c10, c11, c12, c13, alpha, beta)
+}
+
+func storeRow4[T float](c []T, v0, v1, v2, v3, alpha, beta T) {
+	c = c[:4]
+	if beta == 0 {
+		c[0], c[1], c[2], c[3] = alpha*v0, alpha*v1, alpha*v2, alpha*v3
+		return
+	}
+	c[0] = alpha*v0 + beta*c[0]
+	c[1] = alpha*v1 + beta*c[1]
+	c[2] = alpha*v2 + beta*c[2]
+	c[3] = alpha*v3 + beta*c[3]
+}
+
+// portableImpl builds the pure-Go implementation with an mr×4 tile.
+func portableImpl[T float](mr int) *gemmImpl[T] {
+	micro := goMicro4x4[T]
+	if mr == 2 {
+		micro = goMicro2x4[T]
+	}
+	return &gemmImpl[T]{name: fmt.Sprintf("go %dx4", mr), mr: mr, nr: 4, kc: 256, mc: 512, nc: 256, micro: micro,
+		portable: true}
+}
