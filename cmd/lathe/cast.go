@@ -20,6 +20,7 @@ func castCommand() *cli.Command {
 			"Integer and boolean tensors and the metadata are copied unchanged. Rounding is to nearest even.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dtype", Required: true, Usage: "target type: f32, f16, bf16 (also f64, f8_e4m3, f8_e5m2)"},
+			forceFlag(),
 			&cli.StringFlag{Name: "compress", Usage: "zstd to compress the output (implied by an OUT ending in .zst)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -45,7 +46,7 @@ func castCommand() *cli.Command {
 			if in.Safetensors == nil {
 				return fmt.Errorf("cast: %s is %s; cast works on safetensors (use convert for GGUF)", in.Path, in.Format)
 			}
-			out, err := createOutput(c.Args().Get(1))
+			out, err := createOutput(c.Args().Get(1), c.Bool("force"), c.Args().Get(0))
 			if err != nil {
 				return err
 			}

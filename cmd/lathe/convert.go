@@ -23,6 +23,7 @@ func convertCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "general.name for the GGUF (default: from config.json or the directory name, as llama.cpp)"},
 			&cli.StringFlag{Name: "pre", Usage: "tokenizer.ggml.pre for a BPE tokenizer lathe does not recognise"},
 			&cli.Int64Flag{Name: "shard-size", Usage: "GGUF → HF: cut the weights into shards of at most this many bytes"},
+			forceFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the tensor plan (names, shapes, types) without writing"},
 			&cli.BoolFlag{Name: "json", Usage: "with --dry-run: machine-readable plan"},
 		},
@@ -74,7 +75,7 @@ func hfToGGUF(c *cli.Context, in, out string, opts convert.GGUFOptions) error {
 		}
 		return printConvertPlan(c, plan)
 	}
-	o, err := createOutput(out)
+	o, err := createOutput(out, c.Bool("force"), in)
 	if err != nil {
 		return err
 	}

@@ -222,7 +222,7 @@ func ggufToHF(in, dir string) error {
 
 // writeOutput runs write against a new output file that only appears once write has succeeded.
 func writeOutput(path string, write func(io.Writer) error) error {
-	o, err := createOutput(path)
+	o, err := createOutput(path, false)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ func dequantizeCommand() *cli.Command {
 			"tensors are decoded exactly as ggml does; other tensors are kept or converted as llama-quantize's F32, F16\n" +
 			"or BF16 recipe would.",
 		Flags: []cli.Flag{
+			forceFlag(),
 			&cli.StringFlag{Name: "dtype", Value: "f32", Usage: "target type: f32, f16 or bf16"},
 		},
 		Action: func(c *cli.Context) error {
@@ -36,7 +37,7 @@ func dequantizeCommand() *cli.Command {
 			if in.GGUF == nil {
 				return fmt.Errorf("dequantize: %s is %s; dequantize reads GGUF", in.Path, in.Format)
 			}
-			out, err := createOutput(c.Args().Get(1))
+			out, err := createOutput(c.Args().Get(1), c.Bool("force"), c.Args().Get(0))
 			if err != nil {
 				return err
 			}

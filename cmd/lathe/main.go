@@ -43,6 +43,16 @@ func newApp() *cli.App {
 		// urfave/cli gives every command a "help" subcommand, which shell completion would then offer instead of
 		// file names; `lathe help CMD` and `lathe CMD --help` still work.
 		c.HideHelpCommand = true
+		c.Flags = append(c.Flags, &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"})
+		before := c.Before
+		c.Before = func(ctx *cli.Context) error {
+			// Progress never mixes with machine-readable output.
+			quiet = ctx.Bool("quiet") || ctx.Bool("json")
+			if before != nil {
+				return before(ctx)
+			}
+			return nil
+		}
 	}
 	return app
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/internal/testshared"
@@ -196,5 +197,29 @@ func TestDemo(t *testing.T) {
 	}
 	if !bytes.Contains(out.Bytes(), []byte("byte-identical")) || !bytes.Contains(out.Bytes(), []byte("tiny-q4_k_m.gguf: gguf")) {
 		t.Errorf("demo output:\n%s", out.String())
+	}
+}
+
+// An output that names an input is refused (exit 2, input untouched) unless --force is given.
+func TestOutputOverInputNeedsForce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	writeModel(t, path, f32View("w", tensor.Shape{2}, 1.5, -2))
+	before, _ := os.ReadFile(path)
+	if msg, code := run(t, "cast", path, path, "--dtype", "bf16"); code != 2 || !strings.Contains(msg, "--force") {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("the refused command changed its input")
+	}
+	if msg, code := run(t, "cast", path, path, "--dtype", "bf16", "--force"); code != 0 {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if v, _ := f.Tensor("w"); v.DType != tensor.BF16 {
+		t.Errorf("forced cast wrote %s", v.DType)
 	}
 }

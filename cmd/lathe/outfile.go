@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/lathe-ml/lathe/internal/atomicfile"
+	"github.com/urfave/cli/v2"
 )
 
 // output is a command's destination: standard output for "-", otherwise a temporary file in the target directory
@@ -15,9 +17,14 @@ type output struct {
 	file *atomicfile.File
 }
 
-func createOutput(path string) (*output, error) {
+func createOutput(path string, force bool, inputs ...string) (*output, error) {
 	if path == "-" {
 		return &output{Writer: bufio.NewWriterSize(os.Stdout, 1<<20)}, nil
+	}
+	if !force {
+		if err := refuseInput(path, inputs); err != nil {
+			return nil, err
+		}
 	}
 	f, err := atomicfile.Create(path)
 	if err != nil {
@@ -45,4 +52,24 @@ func (o *output) abort() {
 	if o.file != nil {
 		o.file.Abort()
 	}
+}
+
+// forceFlag lets a command replace one of its own inputs. Even then the input is never written in place: the new
+// file is renamed over it at the end, and the command keeps reading the old one until then.
+func forceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "allow the output to replace an input file"}
+}
+
+// refuseInput fails when path names the same file as one of the inputs, so that a typo cannot destroy a model.
+func refuseInput(path string, inputs []string) error {
+	out, err := os.Stat(path)
+	if err != nil {
+		return nil // nothing there yet
+	}
+	for _, in := range inputs {
+		if st, err := os.Stat(in); err == nil && os.SameFile(st, out) {
+			return fmt.Errorf("refusing to overwrite the input %s; choose another output or pass --force", in)
+		}
+	}
+	return nil
 }

@@ -22,10 +22,13 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// quiet is set from --quiet (and --json) before a command runs.
+var quiet bool
+
 // progress reports done/total on stderr, rewriting one line, and only when stderr is a terminal, so that logs and
 // pipelines never see it. Updates are throttled to a few per second.
 func progress(label string) func(done, total int) {
-	if !isTerminal(os.Stderr) {
+	if quiet || !isTerminal(os.Stderr) {
 		return nil
 	}
 	var last time.Time

@@ -25,6 +25,7 @@ func quantizeCommand() *cli.Command {
 			"model directory, converted and quantized in one pass. OUT is a file or - for standard output; it is\n" +
 			"not needed with --dry-run. Types, tensor order and metadata follow llama-quantize.",
 		Flags: []cli.Flag{
+			forceFlag(),
 			&cli.StringFlag{Name: "type", Required: true, Usage: "recipe: Q4_K_M, Q8_0, IQ4_XS, ... (llama-quantize names or numbers)"},
 			&cli.GenericFlag{Name: "tensor-type", Value: &stringList{}, Usage: "REGEX=TYPE for tensors whose name matches (repeatable; first match wins)"},
 			&cli.StringFlag{Name: "output-tensor-type", Usage: "type of output.weight"},
@@ -67,7 +68,7 @@ func quantizeCommand() *cli.Command {
 				return nil
 			}
 			outPath := c.Args().Get(1)
-			out, err := createOutput(outPath)
+			out, err := createOutput(outPath, c.Bool("force"), c.Args().Get(0))
 			if err != nil {
 				return err
 			}
