@@ -31,6 +31,8 @@ func newApp() *cli.App {
 			spectrumCommand(),
 			checkCommand(),
 			reduceIntrudersCommand(),
+			pruneCommand(),
+			maskCommand(),
 			diffCommand(),
 			hashCommand(),
 			completionCommand(),
