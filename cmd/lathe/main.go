@@ -31,6 +31,8 @@ func newApp() *cli.App {
 			spectrumCommand(),
 			checkCommand(),
 			reduceIntrudersCommand(),
+			evalCommand(),
+			generateCommand(),
 			pruneCommand(),
 			maskCommand(),
 			diffCommand(),

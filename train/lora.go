@@ -1,0 +1,114 @@
+package train
+
+import (
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/lathe-ml/lathe/adapter"
+	"github.com/lathe-ml/lathe/convert"
+)
+
+// loraFactors is one adapter on one matrix: ΔW = scale·B·A with A rank×cols and B rows×rank, kept apart so that
+// x·ΔWᵀ costs two thin products instead of a dense update.
+type loraFactors struct {
+	a, b  []float32
+	rank  int
+	scale float32
+}
+
+// ApplyAdapter adds a LoRA adapter without merging it, as llama.cpp's --lora does: every adapted matrix computes
+// x·Wᵀ + s·(x·Aᵀ)·Bᵀ, where s is the adapter's own scale (lora_alpha/r, or what its configuration says) times mult.
+// PEFT and GGUF adapters both apply to GGUF and Hugging Face models: the rotary row order of the q and k factors is
+// converted when the adapter and the model differ. The adapter's files may be closed afterwards.
+func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
+	if len(a.Extra) > 0 {
+		return fmt.Errorf("train: adapter %s has tensors other than LoRA factors (%s), which lathe does not apply",
+			a.Path, strings.Join(a.Extra, ", "))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	type pending struct {
+		w *matrix
+		f loraFactors
+	}
+	var all []pending
+	for i := range a.Modules {
+		mod := &a.Modules[i]
+		name := mod.Target
+		if a.Format == adapter.PEFT {
+			var err error
+			if name, err = convert.GGUFName(mod.Target, m.Config.Layers); err != nil {
+				return fmt.Errorf("train: adapter %s: %w", a.Path, err)
+			}
+		}
+		w := m.matrix(name)
+		if w == nil {
+			return fmt.Errorf("train: adapter %s: module %s adapts %s, which this model does not have as a "+
+				"projection matrix", a.Path, mod.Name, name)
+		}
+		if mod.Layout != adapter.Linear || mod.Magnitude != nil {
+			return fmt.Errorf("train: adapter %s: module %s is not a plain linear LoRA (embedding, fan-in-fan-out "+
+				"and DoRA adapters are not supported unmerged)", a.Path, mod.Name)
+		}
+		r := mod.Rank
+		if len(mod.A.Shape) != 2 || len(mod.B.Shape) != 2 || mod.A.Shape[0] != int64(r) ||
+			mod.A.Shape[1] != int64(w.cols) || mod.B.Shape[0] != int64(w.rows) || mod.B.Shape[1] != int64(r) {
+			return fmt.Errorf("train: adapter %s: module %s has A %v and B %v, want [%d %d] and [%d %d] for %s",
+				a.Path, mod.Name, mod.A.Shape, mod.B.Shape, r, w.cols, w.rows, r, name)
+		}
+		f := loraFactors{a: make([]float32, r*w.cols), b: make([]float32, w.rows*r), rank: r,
+			scale: float32(mod.Scale * mult)}
+		if err := decode(mod.A.DType, f.a, mod.A.Data); err != nil {
+			return fmt.Errorf("train: adapter %s: %s: %w", a.Path, mod.A.Name, err)
+		}
+		if err := decode(mod.B.DType, f.b, mod.B.Data); err != nil {
+			return fmt.Errorf("train: adapter %s: %s: %w", a.Path, mod.B.Name, err)
+		}
+		// PEFT factors follow Hugging Face's row order, GGUF ones (convert_lora_to_gguf permutes lora_b) GGUF's.
+		if heads := m.rotaryHeads(name); heads > 0 && (a.Format == adapter.PEFT) != m.Config.RopeNeoX {
+			permuted := make([]float32, len(f.b))
+			convert.PermuteRotary(floatBytes(permuted), floatBytes(f.b), heads, 4*r, a.Format == adapter.PEFT)
+			f.b = permuted
+		}
+		all = append(all, pending{w, f})
+	}
+	for _, p := range all {
+		p.w.adapters = append(p.w.adapters, p.f)
+	}
+	return nil
+}
+
+// matrix finds a projection by GGUF name.
+func (m *Model) matrix(name string) *matrix {
+	for i := range m.layers {
+		l := &m.layers[i]
+		for _, w := range []*matrix{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down} {
+			if w.name == name {
+				return w
+			}
+		}
+	}
+	if m.output.name == name {
+		return m.output
+	}
+	return nil
+}
+
+// rotaryHeads is the head count whose rows rope rotates for q and k projections, 0 for other matrices.
+func (m *Model) rotaryHeads(name string) int {
+	switch {
+	case strings.HasSuffix(name, ".attn_q.weight"):
+		return m.Config.Heads
+	case strings.HasSuffix(name, ".attn_k.weight"):
+		return m.Config.HeadsKV
+	}
+	return 0
+}
+
+func floatBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
