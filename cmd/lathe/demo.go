@@ -9,12 +9,17 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lathe-ml/lathe/audit"
 	"github.com/lathe-ml/lathe/convert"
 	"github.com/lathe-ml/lathe/gguf"
 	"github.com/lathe-ml/lathe/internal/demo"
 	"github.com/lathe-ml/lathe/modelfile"
+	"github.com/lathe-ml/lathe/prune"
 	"github.com/lathe-ml/lathe/safetensors"
+	"github.com/lathe-ml/lathe/sparsity"
 	"github.com/lathe-ml/lathe/tensor"
+	"github.com/lathe-ml/lathe/tokenizer"
+	"github.com/lathe-ml/lathe/train"
 	"github.com/urfave/cli/v2"
 )
 
@@ -119,6 +124,10 @@ func runDemo(out io.Writer, dir string) error {
 		return err
 	}
 
+	if err := d.runtimeSteps(); err != nil {
+		return err
+	}
+
 	d.say("lathe inspect --stats tiny-llama; lathe inspect --stats tiny-q4_k_m.gguf", "statistics of one tensor before and after Q4_K_M")
 	for _, path := range []string{"tiny-llama", "tiny-q4_k_m.gguf"} {
 		m, err := modelfile.Open(d.path(path))
@@ -138,6 +147,103 @@ func runDemo(out io.Writer, dir string) error {
 	}
 	fmt.Fprintln(out, "\ndone: each step is one lathe command; `lathe help` lists them all.")
 	return nil
+}
+
+// demoText is the text the demo scores.
+const demoText = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. " +
+	"One day, she saw a big red ball in the park. She ran to it and said, \"Can I play with you?\" The ball did " +
+	"not answer, but Lily did not mind. She kicked it high into the sky and laughed. Her mom called her home for " +
+	"dinner, and Lily said goodbye to the ball. The end."
+
+// runtimeSteps evaluates, generates, analyses and prunes the converted model.
+func (d *demoTour) runtimeSteps() error {
+	if err := os.WriteFile(d.path("story.txt"), []byte(demoText), 0o644); err != nil {
+		return err
+	}
+	d.say("lathe eval tiny.gguf --data story.txt --ctx 64; lathe eval tiny-q4_k_m.gguf ...",
+		"perplexity with llama-perplexity's scoring (untrained weights, so no better than guessing among 320 tokens)")
+	for _, name := range []string{"tiny.gguf", "tiny-q4_k_m.gguf"} {
+		ppl, err := demoPerplexity(d.path(name))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(d.out, "   %-18s PPL = %.2f over %d chunks\n", name, ppl.PPL, ppl.Chunks)
+	}
+
+	d.say(`lathe generate tiny.gguf --prompt "Once upon a time" --n 24`, "greedy generation with a KV cache (untrained weights: expect noise, here stopped by an end token)")
+	m, err := train.Open(d.path("tiny.gguf"))
+	if err != nil {
+		return err
+	}
+	prompt := m.Tokenizer.Encode("Once upon a time", tokenizer.AddSpecial)
+	gen, err := m.Generate(prompt, train.GenerateOptions{MaxTokens: 24}, func(int32) error { return nil })
+	m.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   %d tokens: %q\n", len(gen), m.Tokenizer.Decode(gen))
+
+	d.say("lathe spectrum tiny-llama", "WeightWatcher's metrics per layer: power-law α of the eigenvalue spectrum, stable rank")
+	rep, err := audit.Spectrum(d.path("tiny-llama"), "", audit.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	under := 0
+	for _, l := range rep.Layers {
+		if l.Metrics != nil && l.Metrics.PowerLaw.Alpha > 6 {
+			under++
+		}
+	}
+	fmt.Fprintf(d.out, "   %d layers, mean α %.2f, %d with α > 6 (\"under-trained\"), mean stable rank %.1f\n",
+		rep.Summary.Layers, rep.Summary.Alpha, under, rep.Summary.StableRank)
+
+	d.say("lathe prune tiny.gguf -o tiny-pruned.gguf --method principal --rank 16 --keep 0.5",
+		"prune half of every linear weight, keeping LIFT's principal weights")
+	pruned, err := demoPrune(d.path("tiny.gguf"), d.path("tiny-pruned.gguf"))
+	if err != nil {
+		return err
+	}
+	ppl, err := demoPerplexity(d.path("tiny-pruned.gguf"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   %.1f%% of %s weights zeroed, relative error %.3f; PPL = %.2f\n", 100*pruned.Total.Sparsity,
+		thousands(pruned.Total.Elements), pruned.Total.RelError, ppl.PPL)
+	return nil
+}
+
+func demoPerplexity(path string) (*train.PerplexityResult, error) {
+	m, err := train.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return train.Perplexity(m, demoText, train.PerplexityOptions{Ctx: 64})
+}
+
+func demoPrune(in, out string) (*sparsity.PruneReport, error) {
+	m, err := modelfile.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	budget, err := prune.ParseBudget("0.5", false)
+	if err != nil {
+		return nil, err
+	}
+	masks, err := sparsity.ComputeMasks(m, sparsity.Options{
+		Score:     prune.ScoreOptions{Method: prune.Principal, Rank: 16},
+		Selection: prune.Selection{Budget: budget},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var report *sparsity.PruneReport
+	err = writeOutput(out, func(w io.Writer) error {
+		report, err = sparsity.Prune(w, m, masks, sparsity.WriteOptions{})
+		return err
+	})
+	return report, err
 }
 
 func (d *demoTour) describe(name string) error {
