@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			generateCommand(),
 			pruneCommand(),
 			maskCommand(),
+			splitCommand(),
 			diffCommand(),
 			hashCommand(),
 			completionCommand(),

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +222,28 @@ func TestOutputOverInputNeedsForce(t *testing.T) {
 	defer f.Close()
 	if v, _ := f.Tensor("w"); v.DType != tensor.BF16 {
 		t.Errorf("forced cast wrote %s", v.DType)
+	}
+}
+
+// split writes a gguf-split set that opens as the original model, and --merge gives the original file back.
+func TestSplitAndMerge(t *testing.T) {
+	src := testshared.Path(t, "models", "tiny-llama-a", "gguf", "tiny-llama-a-q4_k_m.gguf")
+	dir := t.TempDir()
+	out, code := run(t, "split", src, filepath.Join(dir, "part"), "--max-size", "1M")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	files := strings.Fields(out)
+	if len(files) < 3 || !strings.HasSuffix(files[0], "part-00001-of-0000"+fmt.Sprint(len(files))+".gguf") {
+		t.Fatalf("split wrote %v", files)
+	}
+	merged := filepath.Join(dir, "merged.gguf")
+	if out, code := run(t, "split", "--merge", files[0], merged); code != 0 {
+		t.Fatalf("merge: exit %d: %s", code, out)
+	}
+	want, _ := os.ReadFile(src)
+	got, _ := os.ReadFile(merged)
+	if !bytes.Equal(got, want) {
+		t.Errorf("split + merge is not the original file (%d vs %d bytes)", len(got), len(want))
 	}
 }
