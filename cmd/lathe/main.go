@@ -36,6 +36,7 @@ func newApp() *cli.App {
 			pruneCommand(),
 			maskCommand(),
 			splitCommand(),
+			benchCommand(),
 			diffCommand(),
 			hashCommand(),
 			completionCommand(),

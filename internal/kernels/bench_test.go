@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,24 @@ func BenchmarkEfficiency(b *testing.B) {
 		for _, r := range Bench(nil, 0, time.Second) {
 			b.Log(r)
 		}
+	}
+}
+
+// TestBenchReports checks that Bench fills in every field `lathe bench` prints (no timing is asserted).
+func TestBenchReports(t *testing.T) {
+	shape := BenchShape{Name: "tiny", TransB: true, M: 64, N: 48, K: 32}
+	rs := Bench([]BenchShape{shape}, 1, time.Millisecond)
+	if len(rs) != 1 {
+		t.Fatalf("got %d results, want 1", len(rs))
+	}
+	r := rs[0]
+	if r.Shape != shape || r.Kernel != sgemmImpl.name || r.Threads != 1 || !(r.GFLOPS > 0) {
+		t.Errorf("result %+v", r)
+	}
+	if p, _ := fmaProbe(); p != nil && !(r.PeakGFLOPS > 0 && r.Efficiency > 0) {
+		t.Errorf("peak %g, efficiency %g: want both positive", r.PeakGFLOPS, r.Efficiency)
+	}
+	if s := r.String(); !strings.Contains(s, "64×   48×   32 NT") || !strings.Contains(s, "GFLOP/s") {
+		t.Errorf("String() = %q", s)
 	}
 }

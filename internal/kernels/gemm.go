@@ -3,8 +3,10 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -129,28 +131,41 @@ type gemmJob[T float] struct {
 	a, b, c        []T
 	lda, ldb, ldc  int
 
-	threads int
 	kc, mc  int  // block sizes for this shape, balanced so that the last block is not a sliver
 	rowMode bool // units split the A micro-panels (B is narrow) instead of the columns
 	ustep   int  // columns (column mode) or A micro-panels (row mode) per unit of work
 
-	apanel [2][]T // shared packed A panel, double-buffered so one barrier per block suffices
+	apanel [2][]T // shared packed A panel, double-buffered so threads can pack the next one while others compute
 	bblock [][]T  // per-thread packed B block
 	tile   [][]T  // per-thread mr×nr scratch for edge tiles
-	claims [2]claimSlot
-	bar    barrier
+
+	iters    []iterState    // one per (row panel, depth block) iteration
+	unitLast []atomic.Int32 // the last iteration in which each unit of work was completed
 }
 
-// claimSlot hands out the packing chunks and compute units of one (row panel, depth block) iteration to whichever
-// thread asks first, so a thread slowed by another process on its core simply takes fewer units. Which thread
-// computes a tile never changes how the tile is computed.
-type claimSlot struct {
-	pack, units atomic.Int32
+// iterState hands out the packing chunks and the units of work of one iteration to whichever thread asks first,
+// so a thread slowed by another process on its core simply takes fewer of them. There is no barrier: a thread
+// that runs out of units moves on to packing the next A panel. Three waits keep this correct: computing needs the
+// whole A panel packed; a unit needs the same unit (the same C tiles) finished in the previous iteration, so each
+// C element is still accumulated block after block in order; and packing into a buffer needs the iteration that
+// last used it finished. Every wait points to an earlier iteration, so none can deadlock. Which thread computes a
+// tile never changes how the tile is computed.
+type iterState struct {
+	packNext, packDone, unitNext, unitDone atomic.Int32
+	units                                  int // set by plan before the threads start
 }
 
-func (s *claimSlot) reset() {
-	s.pack.Store(0)
-	s.units.Store(0)
+// spinUntil waits for another thread's progress: normally microseconds, so it spins with yields, then backs off to
+// short sleeps when a partner has lost its core to another process.
+func spinUntil(done func() bool) {
+	for spins := 0; !done(); spins++ {
+		switch {
+		case spins > 1<<12:
+			time.Sleep(20 * time.Microsecond)
+		case spins > 64:
+			runtime.Gosched()
+		}
+	}
 }
 
 // packChunk is how many A micro-panels one packing claim covers.
@@ -171,16 +186,15 @@ func (im *gemmImpl[T]) job(threads int) *gemmJob[T] {
 // plan picks block sizes and the unit of work for the shape and sizes the buffers.
 func (j *gemmJob[T]) plan(threads int) {
 	im := j.im
-	j.threads = threads
 	j.kc = balance(j.k, im.kc, 1)
 	j.mc = balance(j.m, im.mc, im.mr)
 	// Units of columns let every thread share one packed A panel and pack only its own B blocks. About four
 	// units per thread balance the load; when B has too few column panels for that, the units split the A
 	// micro-panels instead and each thread packs all of the (narrow) B.
 	npn := ceilDiv(j.n, im.nr)
-	units := ceilDiv(j.n, im.nc)
+	colUnits := ceilDiv(j.n, im.nc)
 	if threads > 1 {
-		units = max(units, min(npn, 4*threads))
+		colUnits = max(colUnits, min(npn, 4*threads))
 	}
 	j.rowMode = threads > 1 && npn < 2*threads && ceilDiv(j.mc, im.mr) > npn
 	bcols := 0
@@ -188,12 +202,30 @@ func (j *gemmJob[T]) plan(threads int) {
 		j.ustep = ceilDiv(ceilDiv(j.mc, im.mr), 4*threads)
 		bcols = min(roundUp(j.n, im.nr), roundUp(im.nc, im.nr))
 	} else {
-		j.ustep = roundUp(ceilDiv(j.n, units), im.nr)
+		j.ustep = roundUp(ceilDiv(j.n, colUnits), im.nr)
 		bcols = j.ustep
 	}
-	j.claims[0].reset()
-	j.claims[1].reset()
-	j.bar.reset(threads)
+	iters := ceilDiv(j.m, j.mc) * ceilDiv(j.k, j.kc)
+	if cap(j.iters) < iters {
+		j.iters = make([]iterState, iters)
+	}
+	j.iters = j.iters[:iters]
+	for i := range j.iters {
+		st := &j.iters[i]
+		st.packNext.Store(0)
+		st.packDone.Store(0)
+		st.unitNext.Store(0)
+		st.unitDone.Store(0)
+		ic := i / ceilDiv(j.k, j.kc) * j.mc
+		st.units = j.units(ceilDiv(min(j.mc, j.m-ic), im.mr))
+	}
+	if cap(j.unitLast) < j.iters[0].units {
+		j.unitLast = make([]atomic.Int32, j.iters[0].units)
+	}
+	j.unitLast = j.unitLast[:j.iters[0].units]
+	for i := range j.unitLast {
+		j.unitLast[i].Store(-1)
+	}
 
 	asize := ceilDiv(j.mc, im.mr) * im.mr * j.kc
 	for i := range j.apanel {
@@ -202,6 +234,14 @@ func (j *gemmJob[T]) plan(threads int) {
 	for i := 0; i < threads; i++ {
 		j.bblock[i] = grow(j.bblock[i], bcols*j.kc)
 	}
+}
+
+// units is the number of units of work in an iteration whose row panel has npm A micro-panels.
+func (j *gemmJob[T]) units(npm int) int {
+	if j.rowMode {
+		return ceilDiv(npm, j.ustep)
+	}
+	return ceilDiv(j.n, j.ustep)
 }
 
 // balance splits n into blocks of at most about size (a multiple of unit) of near-equal length.
@@ -220,32 +260,35 @@ func grow[T float](s []T, n int) []T {
 	return s[:n]
 }
 
-// run is one thread's part of the five-loop GEMM: for each row panel (mc) and depth block (kc) the threads pack
-// the A panel together, meet at the barrier, then claim units of work (a range of columns, or of A micro-panels
-// when B is narrow); inside a unit B is packed in blocks of up to nc columns and swept by the micro-kernel, A
-// micro-panel outer, B micro-panel inner.
+// run is one thread's part of the five-loop GEMM. The iterations are (row panel of mc rows) × (depth block of kc);
+// in each the threads pack the shared A panel in chunks, then claim units of work (a range of columns, or of A
+// micro-panels when B is narrow). Inside a unit, B is packed in blocks of up to nc columns and swept by the
+// micro-kernel, A micro-panel outer, B micro-panel inner. See iterState for how threads overlap iterations.
 func (j *gemmJob[T]) run(tid int) {
 	im := j.im
 	mr := im.mr
-	iter := 0
+	i := 0
 	for ic := 0; ic < j.m; ic += j.mc {
 		mc := min(j.mc, j.m-ic)
 		npm := ceilDiv(mc, mr)
+		chunks := ceilDiv(npm, packChunk)
 		for pc := 0; pc < j.k; pc += j.kc {
 			kc := min(j.kc, j.k-pc)
-			ap := j.apanel[iter&1]
-			slot := &j.claims[iter&1]
+			st := &j.iters[i]
+			ap := j.apanel[i&1]
+			if i >= 2 {
+				old := &j.iters[i-2] // the last iteration that used this A buffer
+				spinUntil(func() bool { return int(old.unitDone.Load()) == old.units })
+			}
 			for {
-				q := int(slot.pack.Add(1)-1) * packChunk
+				q := int(st.packNext.Add(1)-1) * packChunk
 				if q >= npm {
 					break
 				}
 				im.packA(ap, j.a, j.lda, j.transA, ic, pc, mc, kc, q, min(q+packChunk, npm))
+				st.packDone.Add(1)
 			}
-			// The last thread to arrive clears the other slot: every thread is done with the iteration that
-			// used it, and none claims from it before passing this barrier.
-			j.bar.wait(&j.claims[(iter+1)&1])
-			iter++
+			spinUntil(func() bool { return int(st.packDone.Load()) == chunks })
 
 			beta := j.beta
 			if pc > 0 {
@@ -253,12 +296,16 @@ func (j *gemmJob[T]) run(tid int) {
 			}
 			packed := false // row mode: this thread's B block already holds all of this iteration's columns
 			for {
-				u := int(slot.units.Add(1) - 1)
+				u := int(st.unitNext.Add(1) - 1)
+				if u >= st.units {
+					break
+				}
+				if i > 0 {
+					last := &j.unitLast[u]
+					spinUntil(func() bool { return int(last.Load()) >= i-1 })
+				}
 				if j.rowMode {
 					p0 := u * j.ustep
-					if p0 >= npm {
-						break
-					}
 					for jc := 0; jc < j.n; jc += im.nc {
 						ncur := min(im.nc, j.n-jc)
 						if !packed {
@@ -267,16 +314,16 @@ func (j *gemmJob[T]) run(tid int) {
 						}
 						j.sweep(tid, ap, ic, mc, p0, min(p0+j.ustep, npm), jc, ncur, kc, beta)
 					}
-					continue
+				} else {
+					jc := u * j.ustep
+					ncur := min(j.ustep, j.n-jc)
+					im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
+					j.sweep(tid, ap, ic, mc, 0, npm, jc, ncur, kc, beta)
 				}
-				jc := u * j.ustep
-				if jc >= j.n {
-					break
-				}
-				ncur := min(j.ustep, j.n-jc)
-				im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
-				j.sweep(tid, ap, ic, mc, 0, npm, jc, ncur, kc, beta)
+				j.unitLast[u].Store(int32(i))
+				st.unitDone.Add(1)
 			}
+			i++
 		}
 	}
 }

@@ -222,7 +222,7 @@ func TestGemmThreads(t *testing.T) {
 	for i, tc := range tcs {
 		for _, im := range testImpls(sgemmImpls) {
 			var first []float32
-			for _, th := range []int{1, 2, 3} {
+			for _, th := range []int{1, 2, 3, 8} {
 				SetThreads(th)
 				got := runGemmCase(t, im, tc, uint64(200+i))
 				if first == nil {
@@ -233,6 +233,36 @@ func TestGemmThreads(t *testing.T) {
 					if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
 						t.Fatalf("%s %v: %d threads differ from 1 thread at %d: %g vs %g", im.name, tc, th, e,
 							got[e], first[e])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestGemmManyIterations shrinks the blocks so one call has dozens of (row panel, depth block) iterations, which
+// threads overlap without a barrier: results must still be right and identical for any thread count (8 threads
+// on fewer cores forces preemption in the middle of iterations).
+func TestGemmManyIterations(t *testing.T) {
+	defer SetThreads(SetThreads(0))
+	for _, base := range testImpls(sgemmImpls) {
+		im := &gemmImpl[float32]{name: base.name + " small blocks", mr: base.mr, nr: base.nr, kc: 16,
+			mc: 3 * base.mr, nc: 2 * base.nr, micro: base.micro, portable: base.portable}
+		for i, tc := range []gemmCase{
+			{m: 200, n: 150, k: 100, alpha: 1, beta: 0.5},
+			{transA: true, transB: true, m: 300, n: 40, k: 61, alpha: -1, beta: 0}, // row mode
+		} {
+			var first []float32
+			for _, th := range []int{1, 2, 8} {
+				SetThreads(th)
+				got := runGemmCase(t, im, tc, uint64(400+i))
+				if first == nil {
+					first = got
+					continue
+				}
+				for e := range got {
+					if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
+						t.Fatalf("%s %v: %d threads differ from 1 thread at %d", im.name, tc, th, e)
 					}
 				}
 			}
@@ -363,6 +393,9 @@ func FuzzSgemm(f *testing.F) {
 // TestGemmNoAlloc checks that a warmed-up GEMM allocates nothing, single-threaded and on the worker pool: the
 // packing buffers and the job come back from the implementation's pool.
 func TestGemmNoAlloc(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under -race")
+	}
 	defer SetThreads(SetThreads(0))
 	const m, n, k = 200, 300, 100 // above parallelMin
 	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)

@@ -8,8 +8,8 @@
 // its parent's stride. Routines panic on arguments that break their documented shape contract, as the BLAS
 // does: these are programming errors, never data errors.
 //
-// Results are deterministic for a given machine, kernel and thread count: the split of work across threads never
-// changes the order in which any single output element is accumulated.
+// Results are deterministic for a given kernel (AVX-512, AVX2 or portable) whatever the thread count: the split of
+// work across threads never changes the order in which any single output element is accumulated.
 package kernels
 
 import (

@@ -1,11 +1,6 @@
 package kernels
 
-import (
-	"runtime"
-	"sync"
-	"sync/atomic"
-	"time"
-)
+import "sync"
 
 // runner is one parallel job; run is called once per thread id in [0, threads).
 type runner interface {
@@ -55,40 +50,3 @@ func (p *workerPool) runOn(r runner, threads int) {
 }
 
 func (p *workerPool) release() { p.mu.Unlock() }
-
-// barrier is a reusable spinning barrier for the threads of one job. Threads normally meet at it microseconds
-// apart, so spinning with yields beats parking on a futex; a thread that waits much longer (its partner lost
-// its core to another process) backs off to short sleeps instead of burning the CPU the partner needs.
-type barrier struct {
-	n     int32
-	count atomic.Int32
-	gen   atomic.Uint32
-}
-
-func (b *barrier) reset(n int) {
-	b.n = int32(n)
-	b.count.Store(0)
-}
-
-// wait blocks until all n threads have called it; the last to arrive resets slot before releasing the others.
-func (b *barrier) wait(slot *claimSlot) {
-	if b.n <= 1 {
-		slot.reset()
-		return
-	}
-	g := b.gen.Load()
-	if b.count.Add(1) == b.n {
-		slot.reset()
-		b.count.Store(0)
-		b.gen.Add(1)
-		return
-	}
-	for spins := 0; b.gen.Load() == g; spins++ {
-		switch {
-		case spins > 1<<12:
-			time.Sleep(20 * time.Microsecond)
-		case spins > 64:
-			runtime.Gosched()
-		}
-	}
-}
