@@ -62,12 +62,7 @@ func Cast(w io.Writer, src safetensors.Set, dtype tensor.DType, opts CastOptions
 				from, to, elems := v.DType, out.DType, int(hi-lo)
 				srcBytes := v.Data[inLo:inHi]
 				if !p.submit(out.Name, nil, func() ([]byte, error) {
-					buf := make([]float32, elems)
-					if err := tensor.ToFloat32(buf, srcBytes, from); err != nil {
-						return nil, err
-					}
-					dst := make([]byte, outSize)
-					return dst, tensor.FromFloat32(dst, buf, to)
+					return convertRows(srcBytes, from, to, 1, elems, int(outSize))
 				}) {
 					return
 				}

@@ -65,15 +65,22 @@ func submitConversion(p *pipeline, name string, src []byte, shape tensor.Shape, 
 // convertRows converts rows×cols elements through float32: quant.Decode and quant.Encode (ggml's reference
 // codecs) for block types, tensor's element conversions for the others.
 func convertRows(src []byte, from, to tensor.DType, rows, cols, outRow int) ([]byte, error) {
-	f := make([]float32, rows*cols)
-	var err error
-	if from.IsQuantized() {
-		err = quant.Decode(from, f, src)
-	} else {
-		err = tensor.ToFloat32(f, src, from)
+	f, direct := []float32(nil), false
+	if from == tensor.F32 {
+		// The source is already float32: read it in place rather than copy it, a third of the memory traffic.
+		f, direct = tensor.Float32s(src[:4*rows*cols])
 	}
-	if err != nil {
-		return nil, err
+	if !direct {
+		f = make([]float32, rows*cols)
+		var err error
+		if from.IsQuantized() {
+			err = quant.Decode(from, f, src)
+		} else {
+			err = tensor.ToFloat32(f, src, from)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	dst := make([]byte, rows*outRow)
 	if to.IsQuantized() {

@@ -231,3 +231,16 @@ func BF16FromFloat32(f float32) uint16 {
 	}
 	return uint16((u + 0x7fff + (u>>16)&1) >> 16)
 }
+
+// Float32s returns F32 tensor bytes as a []float32 without copying when the machine is little-endian and the bytes
+// are 4-byte aligned (safetensors and GGUF data usually is), and ok = false otherwise. The slice aliases b, so it is
+// read-only when b is a read-only mapping.
+func Float32s(b []byte) (f []float32, ok bool) {
+	if !littleEndian || len(b)%4 != 0 || len(b) > 0 && uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		return nil, false
+	}
+	if len(b) == 0 {
+		return []float32{}, true
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), true
+}

@@ -299,3 +299,20 @@ func TestSizes(t *testing.T) {
 		t.Errorf("bits: Q4_K %v F6 %v F4 %v", Q4_K.Bits(), F6_E2M3.Bits(), F4.Bits())
 	}
 }
+
+func TestFloat32sAliasesAlignedBytes(t *testing.T) {
+	buf := make([]byte, 13)
+	if err := FromFloat32(buf[:12], []float32{1, -2, 0.5}, F32); err != nil {
+		t.Fatal(err)
+	}
+	f, ok := Float32s(buf[:12])
+	if !ok || len(f) != 3 || f[0] != 1 || f[1] != -2 || f[2] != 0.5 {
+		t.Fatalf("aligned: %v %v", f, ok)
+	}
+	if _, ok := Float32s(buf[1:13]); ok {
+		t.Error("misaligned bytes were reinterpreted")
+	}
+	if _, ok := Float32s(buf[:6]); ok {
+		t.Error("a partial float was reinterpreted")
+	}
+}
