@@ -66,7 +66,7 @@ func runDemo(out io.Writer, dir string) error {
 	d := &demoTour{out: out, dir: dir}
 
 	d.say("(embedded)", "write the embedded model in Hugging Face layout")
-	if err := extract(d.path("tiny-llama")); err != nil {
+	if err := extract(d.path("tiny-llama"), "tiny"); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "   tiny-llama/: config.json, model.safetensors (BF16), tokenizer.model, tokenizer_config.json")
@@ -265,12 +265,12 @@ func (d *demoTour) describe(name string) error {
 	return nil
 }
 
-// extract writes the embedded model files into dir.
-func extract(dir string) error {
+// extract writes one embedded directory ("tiny" for the model, "tiny-lora" for its adapter) into dir.
+func extract(dir, embedded string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return fs.WalkDir(demo.Files, "tiny", func(path string, e fs.DirEntry, err error) error {
+	return fs.WalkDir(demo.Files, embedded, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}

@@ -5,8 +5,9 @@ import "embed"
 
 //go:generate go run ./gen tiny
 
-// Files is the model in Hugging Face layout: tiny/config.json, tiny/model.safetensors, tiny/tokenizer.model and
-// tiny/tokenizer_config.json.
+// Files is the model in Hugging Face layout (tiny/config.json, tiny/model.safetensors, tiny/tokenizer.model,
+// tiny/tokenizer_config.json) and a PEFT LoRA adapter for it (tiny-lora/adapter_config.json,
+// tiny-lora/adapter_model.safetensors).
 //
-//go:embed tiny
+//go:embed tiny tiny-lora
 var Files embed.FS

@@ -1,4 +1,4 @@
-// Command gen writes the tiny model that `lathe demo` embeds: a Llama-architecture checkpoint in Hugging Face
+// Command gen writes the tiny model that `lathe demo` embeds, and a LoRA adapter for it: a Llama-architecture checkpoint in Hugging Face
 // layout (config.json + model.safetensors, BF16 like most published checkpoints) with deterministic pseudo-random
 // weights. It is regenerated with `go generate ./internal/demo`; the same seed gives byte-identical files.
 //
@@ -108,6 +108,49 @@ func main() {
 	tc := `{"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",` +
 		` "tokenizer_class": "LlamaTokenizer", "model_max_length": 256}` + "\n"
 	if err := os.WriteFile(filepath.Join(out, "tokenizer_config.json"), []byte(tc), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	writeLoRA(filepath.Join(filepath.Dir(filepath.Clean(out)), "tiny-lora"), cfg, rng)
+}
+
+// writeLoRA writes a PEFT LoRA adapter for the model (r = 4 on q_proj and v_proj, both factors random, as after some
+// training), so that the adapter tools have something to check, analyse and merge.
+func writeLoRA(dir string, cfg config, rng *rand.Rand) {
+	const r, alpha = 4, 8
+	var views []tensor.View
+	add := func(name string, shape tensor.Shape, std float64) {
+		n, _ := shape.Elements()
+		vals := make([]float32, n)
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64() * std)
+		}
+		data := make([]byte, 4*n)
+		if err := tensor.FromFloat32(data, vals, tensor.F32); err != nil {
+			log.Fatal(err)
+		}
+		views = append(views, tensor.View{Name: name, DType: tensor.F32, Shape: shape, Data: data})
+	}
+	h, kv := int64(cfg.HiddenSize), int64(cfg.NumKeyValueHeads*cfg.HeadDim)
+	for l := range cfg.NumHiddenLayers {
+		for _, m := range []struct {
+			name string
+			out  int64
+		}{{"q_proj", h}, {"v_proj", kv}} {
+			p := fmt.Sprintf("base_model.model.model.layers.%d.self_attn.%s.", l, m.name)
+			add(p+"lora_A.weight", tensor.Shape{r, h}, 1/math.Sqrt(float64(h)))
+			add(p+"lora_B.weight", tensor.Shape{m.out, r}, 0.01)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	config := fmt.Sprintf(`{"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "tiny-llama", `+
+		`"r": %d, "lora_alpha": %d, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "bias": "none", `+
+		`"fan_in_fan_out": false, "use_rslora": false, "use_dora": false}`+"\n", r, alpha)
+	if err := os.WriteFile(filepath.Join(dir, "adapter_config.json"), []byte(config), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if err := safetensors.WriteFile(filepath.Join(dir, "adapter_model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
 		log.Fatal(err)
 	}
 }
