@@ -78,13 +78,18 @@ type Adapter struct {
 	names []string // every tensor, in file order
 }
 
-// Open opens a PEFT adapter directory or a GGUF adapter file.
+// Open opens a PEFT adapter directory, an mlx-lm adapter directory (adapters.safetensors and no
+// adapter_model.safetensors) or a GGUF adapter file.
 func Open(path string) (*Adapter, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if st.IsDir() {
+		_, errPEFT := os.Stat(filepath.Join(path, WeightsName))
+		if _, errMLX := os.Stat(filepath.Join(path, MLXWeightsName)); errMLX == nil && errors.Is(errPEFT, os.ErrNotExist) {
+			return OpenMLX(filepath.Join(path, ConfigName), filepath.Join(path, MLXWeightsName))
+		}
 		return OpenPEFT(path)
 	}
 	return OpenGGUF(path)
@@ -420,12 +425,17 @@ func (a *Adapter) WritePEFT(dir string, replace map[string]tensor.View) error {
 	if err := safetensors.WriteFile(filepath.Join(dir, WeightsName), views, md); err != nil {
 		return err
 	}
-	f, err := atomicfile.Create(filepath.Join(dir, ConfigName))
+	return writeFileAtomic(filepath.Join(dir, ConfigName), a.Config.Raw)
+}
+
+// writeFileAtomic writes data to path through a temporary file renamed into place.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Abort()
-	if _, err := f.Write(a.Config.Raw); err != nil {
+	if _, err := f.Write(data); err != nil {
 		return err
 	}
 	return f.Commit()

@@ -91,3 +91,30 @@ func checkModule(t *testing.T, m *Module) {
 			right.Rows, right.Cols, rows, cols, m.Rank)
 	}
 }
+
+// FuzzMLX does the same for mlx-lm adapters.
+func FuzzMLX(f *testing.F) {
+	path := filepath.Join(f.TempDir(), "adapters.safetensors")
+	if err := safetensors.WriteFile(path, []tensor.View{
+		f32("model.layers.0.self_attn.q_proj.lora_a", tensor.Shape{2, 1}, 3, 4),
+		f32("model.layers.0.self_attn.q_proj.lora_b", tensor.Shape{1, 2}, 1, 2),
+	}, nil); err != nil {
+		f.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	f.Add([]byte(`{"lora_parameters": {"rank": 1, "alpha": 2, "scale": 2.0}}`), data)
+	f.Add([]byte(`{"lora_parameters": {"scale": 20}}`), data)
+	f.Fuzz(func(t *testing.T, config, weights []byte) {
+		set, err := safetensors.NewReader(bytes.NewReader(weights), int64(len(weights)))
+		if err != nil {
+			return
+		}
+		a, err := newMLX("fuzz.json", "fuzz.safetensors", config, set)
+		if err != nil {
+			return
+		}
+		for i := range a.Modules {
+			checkModule(t, &a.Modules[i])
+		}
+	})
+}

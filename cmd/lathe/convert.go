@@ -15,13 +15,14 @@ func convertCommand() *cli.Command {
 		Usage:     "convert a Hugging Face model directory to GGUF, or a GGUF model back to a Hugging Face directory",
 		ArgsUsage: "IN -o OUT",
 		Description: "IN is a Hugging Face directory (config.json, safetensors shards, tokenizer.model or tokenizer.json) or a\n" +
-			"GGUF file. HF → GGUF writes a file llama.cpp loads (- for standard output); GGUF → HF writes a directory\n" +
+			"GGUF file, or a PEFT or mlx-lm LoRA adapter directory (with --base), written as a llama.cpp GGUF adapter. HF → GGUF writes a file llama.cpp loads (- for standard output); GGUF → HF writes a directory\n" +
 			"(config.json, model.safetensors, tokenizer files), dequantizing block types. The Llama family is supported.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output GGUF file (or -), or output directory for GGUF → HF"},
 			&cli.StringFlag{Name: "outtype", Value: "auto", Usage: "HF → GGUF: f32, f16, bf16, q8_0 or auto (f16 unless the weights are bf16); GGUF → HF: f32, f16, bf16 or auto (keep float types, decode blocks to f32)"},
 			&cli.StringFlag{Name: "name", Usage: "general.name for the GGUF (default: from config.json or the directory name, as llama.cpp)"},
 			&cli.StringFlag{Name: "pre", Usage: "tokenizer.ggml.pre for a BPE tokenizer lathe does not recognise"},
+			&cli.StringFlag{Name: "base", Usage: "for an adapter directory IN (PEFT or mlx-lm): the model it applies to (GGUF file or HF directory), whose architecture and head counts the GGUF adapter needs"},
 			&cli.Int64Flag{Name: "shard-size", Usage: "GGUF → HF: cut the weights into shards of at most this many bytes"},
 			forceFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the tensor plan (names, shapes, types) without writing"},
@@ -39,6 +40,9 @@ func convertCommand() *cli.Command {
 			st, err := os.Stat(in)
 			if err != nil {
 				return err
+			}
+			if isPEFTAdapter(in) {
+				return adapterToGGUF(c, in, out, outType)
 			}
 			if st.IsDir() {
 				return hfToGGUF(c, in, out, convert.GGUFOptions{Type: outType, Name: c.String("name"), Pre: c.String("pre"),

@@ -68,18 +68,18 @@ func printReport(out io.Writer, r *modelfile.Report, full bool) {
 	if g := r.GGUF; g != nil {
 		fmt.Fprintf(w, "gguf\tversion %d, alignment %d\n", g.Version, g.Alignment)
 		if g.Architecture != "" {
-			fmt.Fprintf(w, "architecture\t%s\n", g.Architecture)
+			fmt.Fprintf(w, "architecture\t%s\n", printable(g.Architecture))
 		}
 		if g.Name != "" {
-			fmt.Fprintf(w, "name\t%s\n", g.Name)
+			fmt.Fprintf(w, "name\t%s\n", printable(g.Name))
 		}
 		if g.FileType != "" {
 			fmt.Fprintf(w, "file type\t%s\n", g.FileType)
 		}
 		if t := g.Tokenizer; t != nil {
-			fmt.Fprintf(w, "tokenizer\t%s", t.Model)
+			fmt.Fprintf(w, "tokenizer\t%s", printable(t.Model))
 			if t.Pre != "" {
-				fmt.Fprintf(w, " (pre %s)", t.Pre)
+				fmt.Fprintf(w, " (pre %s)", printable(t.Pre))
 			}
 			fmt.Fprintf(w, ", %d tokens", t.Tokens)
 			if t.Merges > 0 {
@@ -107,9 +107,9 @@ func printReport(out io.Writer, r *modelfile.Report, full bool) {
 		for _, kv := range r.GGUF.KV {
 			text := kv.Text
 			if full && kv.Len != nil {
-				text = fmt.Sprint(kv.Value)
+				text = fullArray(kv.Value)
 			}
-			fmt.Fprintf(w, "  %s\t%s\t%s\n", kv.Key, kv.Type, text)
+			fmt.Fprintf(w, "  %s\t%s\t%s\n", printable(kv.Key), kv.Type, text)
 		}
 		w.Flush()
 	}
@@ -143,4 +143,17 @@ func printable(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// fullArray prints every element of a metadata array, strings quoted as the abbreviated form quotes them.
+func fullArray(v any) string {
+	strs, ok := v.([]string)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	quoted := make([]string, len(strs))
+	for i, s := range strs {
+		quoted[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
 }

@@ -35,6 +35,8 @@ func newApp() *cli.App {
 			generateCommand(),
 			pruneCommand(),
 			maskCommand(),
+			mergeCommand(),
+			adaptersCommand(),
 			splitCommand(),
 			benchCommand(),
 			diffCommand(),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"os"
@@ -11,27 +10,11 @@ import (
 
 	"github.com/lathe-ml/lathe/audit"
 	"github.com/lathe-ml/lathe/internal/testshared"
-	"github.com/urfave/cli/v2"
 )
-
-// runAnalysis is run with the spectral commands registered, whether or not main has them yet.
-func runAnalysis(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	app := newApp()
-	for _, c := range []*cli.Command{spectrumCommand(), checkCommand(), reduceIntrudersCommand()} {
-		if app.Command(c.Name) == nil {
-			app.Commands = append(app.Commands, c)
-		}
-	}
-	var out bytes.Buffer
-	app.Writer, app.ErrWriter = &out, &out
-	err := app.Run(permuteArgs(app, append([]string{"lathe"}, args...)))
-	return out.String(), exitCode(&out, err)
-}
 
 func TestSpectrumAdapterJSON(t *testing.T) {
 	smol := testshared.Path(t, "data", "safetensors", "smollm135m-medical-lora")
-	out, code := runAnalysis(t, "spectrum", smol, "--json")
+	out, code := run(t, "spectrum", smol, "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
 	}
@@ -47,7 +30,7 @@ func TestSpectrumAdapterJSON(t *testing.T) {
 func TestSpectrumCSVAndPlots(t *testing.T) {
 	model := testshared.Path(t, "models", "tiny-llama-a", "hf")
 	dir := filepath.Join(t.TempDir(), "plots")
-	out, code := runAnalysis(t, "spectrum", model, "--csv", "--plot", dir, "--include", `layers\.0\.`, "--mp-fit",
+	out, code := run(t, "spectrum", model, "--csv", "--plot", dir, "--include", `layers\.0\.`, "--mp-fit",
 		"--randomize", "--seed", "3")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
@@ -68,7 +51,7 @@ func TestSpectrumCSVAndPlots(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	again, _ := runAnalysis(t, "spectrum", model, "--csv", "--include", `layers\.0\.`, "--mp-fit", "--randomize", "--seed", "3")
+	again, _ := run(t, "spectrum", model, "--csv", "--include", `layers\.0\.`, "--mp-fit", "--randomize", "--seed", "3")
 	if again != out {
 		t.Error("same seed, different output")
 	}
@@ -76,7 +59,7 @@ func TestSpectrumCSVAndPlots(t *testing.T) {
 
 func TestSpectrumTableWithBase(t *testing.T) {
 	tiny := testshared.Path(t, "models", "tiny-llama-a")
-	out, code := runAnalysis(t, "spectrum", filepath.Join(tiny, "lora-shakespeare-a"), "--base", filepath.Join(tiny, "hf"),
+	out, code := run(t, "spectrum", filepath.Join(tiny, "lora-shakespeare-a"), "--base", filepath.Join(tiny, "hf"),
 		"--include", `layers\.0\.self_attn`)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
@@ -91,10 +74,10 @@ func TestSpectrumTableWithBase(t *testing.T) {
 
 func TestCheckCommand(t *testing.T) {
 	smol := testshared.Path(t, "data", "safetensors", "smollm135m-medical-lora")
-	if out, code := runAnalysis(t, "check", smol); code != 0 || !strings.Contains(out, "PASS") {
+	if out, code := run(t, "check", smol); code != 0 || !strings.Contains(out, "PASS") {
 		t.Errorf("structural check: exit %d\n%s", code, out)
 	}
-	out, code := runAnalysis(t, "check", smol, "--alpha-max", "1.01", "--format", "github")
+	out, code := run(t, "check", smol, "--alpha-max", "1.01", "--format", "github")
 	if code != 1 {
 		t.Fatalf("α ≤ 1.01: exit %d\n%s", code, out)
 	}
@@ -102,22 +85,22 @@ func TestCheckCommand(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "::error file=") || !strings.Contains(lines[0], "title=lathe check%3A alpha::") {
 		t.Errorf("GitHub annotation: %q", lines[0])
 	}
-	if out, code := runAnalysis(t, "check", smol, "--max-intruders", "0", "--json"); code != 0 || !strings.Contains(out, `"severity": "notice"`) {
+	if out, code := run(t, "check", smol, "--max-intruders", "0", "--json"); code != 0 || !strings.Contains(out, `"severity": "notice"`) {
 		t.Errorf("intruder limit without base: exit %d\n%s", code, out)
 	}
 	rules := filepath.Join(t.TempDir(), "rules.json")
 	os.WriteFile(rules, []byte(`{"max_size": 1000}`), 0o644)
-	if out, code := runAnalysis(t, "check", smol, "--rules", rules); code != 1 || !strings.Contains(out, "size") {
+	if out, code := run(t, "check", smol, "--rules", rules); code != 1 || !strings.Contains(out, "size") {
 		t.Errorf("size rule from a rules file: exit %d\n%s", code, out)
 	}
-	if _, code := runAnalysis(t, "check", smol, "--rules", rules, "--max-size", "10M"); code != 0 {
+	if _, code := run(t, "check", smol, "--rules", rules, "--max-size", "10M"); code != 0 {
 		t.Errorf("--max-size 10M overriding the rules file: exit %d", code)
 	}
 	os.WriteFile(rules, []byte(`{"max_sise": 1000}`), 0o644)
-	if _, code := runAnalysis(t, "check", smol, "--rules", rules); code != 2 {
+	if _, code := run(t, "check", smol, "--rules", rules); code != 2 {
 		t.Errorf("misspelt rule: exit %d, want 2", code)
 	}
-	if _, code := runAnalysis(t, "check", filepath.Join(t.TempDir(), "nothing")); code != 2 {
+	if _, code := run(t, "check", filepath.Join(t.TempDir(), "nothing")); code != 2 {
 		t.Errorf("missing adapter: exit %d, want 2", code)
 	}
 }
@@ -126,12 +109,12 @@ func TestReduceIntrudersCommand(t *testing.T) {
 	tiny := testshared.Path(t, "models", "tiny-llama-a")
 	out := filepath.Join(t.TempDir(), "reduced")
 	base := filepath.Join(tiny, "hf")
-	msg, code := runAnalysis(t, "reduce-intruders", filepath.Join(tiny, "lora-shakespeare-a"), "--base", base, "-o", out,
+	msg, code := run(t, "reduce-intruders", filepath.Join(tiny, "lora-shakespeare-a"), "--base", base, "-o", out,
 		"--include", `layers\.0\.self_attn`)
 	if code != 0 || !strings.Contains(msg, "intruder dimensions in") {
 		t.Fatalf("exit %d\n%s", code, msg)
 	}
-	if msg, code := runAnalysis(t, "check", out, "--base", base, "--include", `layers\.0\.self_attn`); code != 0 {
+	if msg, code := run(t, "check", out, "--base", base, "--include", `layers\.0\.self_attn`); code != 0 {
 		t.Errorf("check of the mitigated adapter: exit %d\n%s", code, msg)
 	}
 }
