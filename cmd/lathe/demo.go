@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lathe-ml/lathe/adapter"
 	"github.com/lathe-ml/lathe/audit"
 	"github.com/lathe-ml/lathe/convert"
 	"github.com/lathe-ml/lathe/gguf"
@@ -170,6 +171,17 @@ func (d *demoTour) runtimeSteps() error {
 		fmt.Fprintf(d.out, "   %-18s PPL = %.2f over %d chunks\n", name, ppl.PPL, ppl.Chunks)
 	}
 
+	d.say("lathe eval tiny.gguf --adapter tiny-lora ...; lathe merge tiny.gguf tiny-lora -o tiny-merged.gguf; lathe eval tiny-merged.gguf ...",
+		"a LoRA adapter applied unmerged, then merged into the weights (which rounds them back to BF16)")
+	if err := extract(d.path("tiny-lora"), "tiny-lora"); err != nil {
+		return err
+	}
+	unmerged, merged, err := d.adapterPerplexities()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   unmerged PPL = %.4f, merged PPL = %.4f\n", unmerged, merged)
+
 	d.say(`lathe generate tiny.gguf --prompt "Once upon a time" --n 24`, "greedy generation with a KV cache (untrained weights: expect noise, here stopped by an end token)")
 	m, err := train.Open(d.path("tiny.gguf"))
 	if err != nil {
@@ -210,6 +222,43 @@ func (d *demoTour) runtimeSteps() error {
 	fmt.Fprintf(d.out, "   %.1f%% of %s weights zeroed, relative error %.3f; PPL = %.2f\n", 100*pruned.Total.Sparsity,
 		thousands(pruned.Total.Elements), pruned.Total.RelError, ppl.PPL)
 	return nil
+}
+
+// adapterPerplexities scores tiny.gguf with tiny-lora applied unmerged, then the model with the adapter merged in.
+func (d *demoTour) adapterPerplexities() (unmerged, merged float64, err error) {
+	a, err := adapter.Open(d.path("tiny-lora"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer a.Close()
+	m, err := train.Open(d.path("tiny.gguf"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.Close()
+	if err := m.ApplyAdapter(a, 1); err != nil {
+		return 0, 0, err
+	}
+	r, err := train.Perplexity(m, demoText, train.PerplexityOptions{Ctx: 64})
+	if err != nil {
+		return 0, 0, err
+	}
+	base, err := gguf.Open(d.path("tiny.gguf"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer base.Close()
+	err = writeOutput(d.path("tiny-merged.gguf"), func(w io.Writer) error {
+		return adapter.MergeGGUF(w, base, a, adapter.MergeOptions{})
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	rm, err := demoPerplexity(d.path("tiny-merged.gguf"))
+	if err != nil {
+		return 0, 0, err
+	}
+	return r.PPL, rm.PPL, nil
 }
 
 func demoPerplexity(path string) (*train.PerplexityResult, error) {
