@@ -12,9 +12,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
-	"sync/atomic"
+
+	"github.com/lathe-ml/lathe/internal/parallel"
 
 	"github.com/lathe-ml/lathe/adapter"
 	"github.com/lathe-ml/lathe/modelfile"
@@ -446,38 +445,5 @@ func (r *Report) summarize(opts Options) {
 // forEach runs fn(i) for i in [0, n) on opts.Workers goroutines, stopping at the first error. Each index writes only
 // its own result slot, so the report does not depend on the schedule.
 func forEach(n int, opts Options, fn func(i int) error) error {
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	var (
-		next     atomic.Int64
-		mu       sync.Mutex
-		done     int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for range min(workers, max(n, 1)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				err := fn(i)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-					next.Store(int64(n))
-				}
-				done++
-				if opts.Progress != nil {
-					opts.Progress(done, n)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return firstErr
+	return parallel.ForEach(n, opts.Workers, opts.Progress, func(_, i int) error { return fn(i) })
 }

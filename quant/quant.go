@@ -5,9 +5,8 @@ package quant
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
+
+	"github.com/lathe-ml/lathe/internal/parallel"
 
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -74,7 +73,7 @@ func Encode(t tensor.DType, dst []byte, src []float32, nPerRow int, importance [
 	if len(dst) != rows*rowBytes {
 		return fmt.Errorf("quant: %d rows of %s need %d bytes, dst has %d", rows, t, rows*rowBytes, len(dst))
 	}
-	parallelRows(rows, func(r int) {
+	parallel.For(rows, 0, func(r int) {
 		c.encodeRow(dst[r*rowBytes:(r+1)*rowBytes], src[r*nPerRow:(r+1)*nPerRow], importance)
 	})
 	return nil
@@ -96,36 +95,11 @@ func Decode(t tensor.DType, dst []float32, src []byte) error {
 	bs, bb := t.BlockSize(), t.BlockBytes()
 	blocks := len(dst) / bs
 	const chunk = 256 // blocks per task: large enough to amortise scheduling, small enough to balance
-	parallelRows((blocks+chunk-1)/chunk, func(i int) {
+	parallel.For((blocks+chunk-1)/chunk, 0, func(i int) {
 		lo, hi := i*chunk, min((i+1)*chunk, blocks)
 		c.decode(dst[lo*bs:hi*bs], src[lo*bb:hi*bb])
 	})
 	return nil
-}
-
-// parallelRows runs fn(0..n-1) on all cores, handing out indices in order.
-func parallelRows(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				r := int(next.Add(1) - 1)
-				if r >= n {
-					return
-				}
-				fn(r)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // nearestInt is ggml's nearest_int: adding 1.5·2^23 leaves the rounded value (to nearest, ties to even) in the low
