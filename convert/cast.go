@@ -3,6 +3,7 @@
 package convert
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -142,7 +143,12 @@ func newPipeline(workers int) *pipeline {
 	for range workers {
 		p.workers.Go(func() {
 			for j := range p.work {
-				j.data, j.err = j.run()
+				select {
+				case <-p.stop:
+					j.err = errAborted // queued before the abort: not worth running
+				default:
+					j.data, j.err = j.run()
+				}
 				close(j.done)
 			}
 		})
@@ -191,11 +197,16 @@ func (p *pipeline) finish() {
 	close(p.ordered)
 }
 
-// abort makes the producer stop; it drains what is queued so that no goroutine stays blocked.
+// errAborted is the result of chunks that were queued when the consumer gave up.
+var errAborted = errors.New("convert: aborted")
+
+// abort makes the producer stop, drains what is queued so that no goroutine stays blocked, and returns only when
+// no worker is running: the caller may then unmap the source the chunks were reading.
 func (p *pipeline) abort() {
 	p.once.Do(func() { close(p.stop) })
 	go func() {
 		for range p.ordered {
 		}
 	}()
+	p.workers.Wait()
 }
