@@ -15,17 +15,19 @@ func castCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "cast",
 		Usage:     "convert the floating-point tensors of a safetensors model to another dtype",
-		ArgsUsage: "IN OUT",
+		ArgsUsage: "IN OUT | IN -o OUT",
 		Description: "IN is a safetensors file, a directory of shards, or -; OUT is a file or - for standard output.\n" +
 			"Integer and boolean tensors and the metadata are copied unchanged. Rounding is to nearest even.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dtype", Required: true, Usage: "target type: f32, f16, bf16 (also f64, f8_e4m3, f8_e5m2)"},
+			outputFlag(),
 			forceFlag(),
 			&cli.StringFlag{Name: "compress", Usage: "zstd to compress the output (implied by an OUT ending in .zst)"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
-				return fmt.Errorf("cast: expected IN and OUT, got %d arguments", c.NArg())
+			inPath, outPath, err := inputOutput(c)
+			if err != nil {
+				return err
 			}
 			dtype, err := tensor.ParseDType(c.String("dtype"))
 			if err != nil {
@@ -33,12 +35,12 @@ func castCommand() *cli.Command {
 			}
 			var opts convert.CastOptions
 			switch comp := c.String("compress"); {
-			case comp == "zstd" || comp == "" && strings.HasSuffix(c.Args().Get(1), ".zst"):
+			case comp == "zstd" || comp == "" && strings.HasSuffix(outPath, ".zst"):
 				opts.Writer = append(opts.Writer, safetensors.Zstd())
 			case comp != "":
 				return fmt.Errorf("cast: --compress %q: only zstd is supported", comp)
 			}
-			in, err := modelfile.Open(c.Args().Get(0))
+			in, err := modelfile.Open(inPath)
 			if err != nil {
 				return err
 			}
@@ -46,7 +48,7 @@ func castCommand() *cli.Command {
 			if in.Safetensors == nil {
 				return fmt.Errorf("cast: %s is %s; cast works on safetensors (use convert for GGUF)", in.Path, in.Format)
 			}
-			out, err := createOutput(c.Args().Get(1), c.Bool("force"), c.Args().Get(0))
+			out, err := createOutput(outPath, c.Bool("force"), inPath)
 			if err != nil {
 				return err
 			}

@@ -13,23 +13,25 @@ func dequantizeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "dequantize",
 		Usage:     "expand the quantized tensors of a GGUF model to f32, f16 or bf16",
-		ArgsUsage: "IN OUT",
+		ArgsUsage: "IN OUT | IN -o OUT",
 		Description: "IN is a GGUF file or - for standard input; OUT is a GGUF file or - for standard output. Quantized\n" +
 			"tensors are decoded exactly as ggml does; other tensors are kept or converted as llama-quantize's F32, F16\n" +
 			"or BF16 recipe would.",
 		Flags: []cli.Flag{
+			outputFlag(),
 			forceFlag(),
 			&cli.StringFlag{Name: "dtype", Value: "f32", Usage: "target type: f32, f16 or bf16"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
-				return fmt.Errorf("dequantize: expected IN and OUT, got %d arguments", c.NArg())
+			inPath, outPath, err := inputOutput(c)
+			if err != nil {
+				return err
 			}
 			dtype, err := tensor.ParseDType(c.String("dtype"))
 			if err != nil {
 				return fmt.Errorf("dequantize: --dtype: %w", err)
 			}
-			in, err := modelfile.Open(c.Args().Get(0))
+			in, err := modelfile.Open(inPath)
 			if err != nil {
 				return err
 			}
@@ -37,7 +39,7 @@ func dequantizeCommand() *cli.Command {
 			if in.GGUF == nil {
 				return fmt.Errorf("dequantize: %s is %s; dequantize reads GGUF", in.Path, in.Format)
 			}
-			out, err := createOutput(c.Args().Get(1), c.Bool("force"), c.Args().Get(0))
+			out, err := createOutput(outPath, c.Bool("force"), inPath)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+
+	"github.com/lathe-ml/lathe/internal/kernels"
 
 	"github.com/urfave/cli/v2"
 )
@@ -52,10 +55,17 @@ func newApp() *cli.App {
 		// file names; `lathe help CMD` and `lathe CMD --help` still work.
 		c.HideHelpCommand = true
 		c.Flags = append(c.Flags, &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"})
+		if !hasFlag(c, "threads") {
+			c.Flags = append(c.Flags, &cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"})
+		}
 		before := c.Before
 		c.Before = func(ctx *cli.Context) error {
 			// Progress never mixes with machine-readable output.
 			quiet = ctx.Bool("quiet") || ctx.Bool("json")
+			if n := ctx.Int("threads"); n > 0 {
+				runtime.GOMAXPROCS(n)
+				kernels.SetThreads(n)
+			}
 			if before != nil {
 				return before(ctx)
 			}
@@ -63,6 +73,17 @@ func newApp() *cli.App {
 		}
 	}
 	return app
+}
+
+func hasFlag(c *cli.Command, name string) bool {
+	for _, f := range c.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func main() {

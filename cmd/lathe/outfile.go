@@ -73,3 +73,21 @@ func refuseInput(path string, inputs []string) error {
 	}
 	return nil
 }
+
+// outputFlag is the -o/--output flag of every command that writes a model; commands that also take OUT as their
+// last positional argument (as llama-quantize does) accept either form.
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output file, or - for standard output"}
+}
+
+// inputOutput reads "IN OUT" or "IN -o OUT".
+func inputOutput(c *cli.Context) (in, out string, err error) {
+	args := c.Args().Slice()
+	switch o := c.String("output"); {
+	case o != "" && len(args) == 1:
+		return args[0], o, nil
+	case o == "" && len(args) == 2:
+		return args[0], args[1], nil
+	}
+	return "", "", fmt.Errorf("%s: expected IN OUT or IN -o OUT, got %d arguments", c.Command.Name, len(args))
+}
