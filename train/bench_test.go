@@ -48,3 +48,30 @@ func BenchmarkGenerate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoRAStep measures one LoRA training step (forward, backward, AdamW) of tiny-llama-a at the recorded
+// PyTorch recipe's shape: rank 8 on the seven projections, batch 8 × 256 tokens.
+func BenchmarkLoRAStep(b *testing.B) {
+	m := openModel(b, testshared.Path(b, "models", "tiny-llama-a", "hf"))
+	text := readText(b, filepath.Join(testshared.Path(b, "models", "data"), "shakespeare_val.txt"))
+	tokens := m.Tokenizer.Encode(text, tokenizer.AddSpecial)
+	const batch, ctx = 8, 256
+	l, err := NewLoRA(m, 8, 16, batch, ctx, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	windows := make([][]int32, batch)
+	for i := range windows {
+		windows[i] = tokens[i*(ctx+1) : (i+1)*(ctx+1)]
+	}
+	opt := NewAdamW(1e-3)
+	params, grads := l.Params()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := l.Step(windows); err != nil {
+			b.Fatal(err)
+		}
+		opt.Step(params, grads)
+	}
+	b.ReportMetric(float64(b.N*batch*ctx)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -36,6 +36,7 @@ func newApp() *cli.App {
 			reduceIntrudersCommand(),
 			evalCommand(),
 			generateCommand(),
+			trainCommand(),
 			pruneCommand(),
 			maskCommand(),
 			mergeCommand(),

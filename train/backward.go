@@ -1,0 +1,231 @@
+package train
+
+import (
+	"math"
+
+	"github.com/lathe-ml/lathe/internal/kernels"
+)
+
+// The training pass, in llm.c's manner: each operation is a forward function that keeps what its backward needs
+// and, next to it, a backward function that turns the gradient of its output into that of its input, over buffers
+// the caller allocated once. Backward functions add into their input gradients (dx += …) unless they say otherwise,
+// because in a residual network most inputs feed two paths. Unlike Forward, these run in plain float32: no KV
+// cache, no rounding of activations to the weight's dot type, so that the gradient is that of the function computed.
+
+// rmsNormForward normalizes each row of d values of x into y and records 1/rms of each row in rstd.
+func rmsNormForward(y, rstd, x, w []float32, d int, eps float32) {
+	rowsParallel(len(rstd), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			rstd[r] = kernels.RMSNormRow(y[r*d:(r+1)*d], x[r*d:(r+1)*d], w, eps)
+		}
+	})
+}
+
+// rmsNormBackward adds to dx the gradient through y = x·w·s, s = (mean(x²)+eps)^-½:
+// dx_j = s·w_j·dy_j − s³·x_j/d · Σᵢ dyᵢ·wᵢ·xᵢ. The weight is frozen: it gets no gradient.
+func rmsNormBackward(dx, dy, x, w, rstd []float32, d int) {
+	rowsParallel(len(rstd), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, dyr, dxr := x[r*d:(r+1)*d], dy[r*d:(r+1)*d], dx[r*d:(r+1)*d]
+			var dot float64
+			for i, v := range xr {
+				dot += float64(dyr[i] * w[i] * v)
+			}
+			s := rstd[r]
+			c := float32(dot) * s * s * s / float32(d)
+			for i, v := range xr {
+				dxr[i] += s*w[i]*dyr[i] - c*v
+			}
+		}
+	})
+}
+
+// ropeBackward turns the gradient of rotated rows into that of the rows before rotation, in place: a rotation's
+// transpose is the rotation by the opposite angle, so it is rope with the sines negated (negSin).
+func ropeBackward(dx, cos, negSin []float32, n, heads int, c Config) {
+	rope(dx, cos, negSin, n, heads, c)
+}
+
+// attentionForward is causal grouped-query attention over B sequences of T rows each: per sequence and head,
+// P = softmax(q·kᵀ·scale) over the visible prefix of each row (kept in probs, B·Heads·T·T values) and out = P·v.
+func attentionForward(out, probs, q, k, v []float32, B, T int, c Config) {
+	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
+	group := H / c.HeadsKV
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	parallel(B*H, func(lo, hi int) {
+		for u := lo; u < hi; u++ {
+			b, h := u/H, u%H
+			qo, ko := b*T*qDim+h*hd, b*T*kvDim+(h/group)*hd
+			p := probs[u*T*T : (u+1)*T*T]
+			kernels.Sgemm(false, true, T, T, hd, scale, q[qo:], qDim, k[ko:], kvDim, 0, p, T)
+			for t := range T {
+				kernels.SoftmaxRow(p[t*T : t*T+t+1])
+				clear(p[t*T+t+1 : (t+1)*T])
+			}
+			kernels.Sgemm(false, false, T, hd, T, 1, p, T, v[ko:], kvDim, 0, out[qo:], qDim)
+		}
+	})
+}
+
+// attentionBackward sets dq and adds to dk and dv the gradients of attentionForward given dout. With dP = dout·vᵀ,
+// the softmax gives dS = P⊙(dP − rowsum(P⊙dP)) (zero where masked, since P is), then dq = scale·dS·k,
+// dk += scale·dSᵀ·q, dv += Pᵀ·dout. Heads of one key/value group run on one thread, as they add into the same dk
+// and dv. scratch holds Threads()·T·T values.
+func attentionBackward(dq, dk, dv, dout, probs, q, k, v, scratch []float32, B, T int, c Config) {
+	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
+	group := H / c.HeadsKV
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	parallelIndexed(B*c.HeadsKV, func(worker, lo, hi int) {
+		dp := scratch[worker*T*T : (worker+1)*T*T]
+		for u := lo; u < hi; u++ {
+			b, g := u/c.HeadsKV, u%c.HeadsKV
+			ko := b*T*kvDim + g*hd
+			for h := g * group; h < (g+1)*group; h++ {
+				qo := b*T*qDim + h*hd
+				p := probs[(b*H+h)*T*T : (b*H+h+1)*T*T]
+				kernels.Sgemm(false, true, T, T, hd, 1, dout[qo:], qDim, v[ko:], kvDim, 0, dp, T)
+				kernels.Sgemm(true, false, T, hd, T, 1, p, T, dout[qo:], qDim, 1, dv[ko:], kvDim)
+				for t := range T {
+					pr, dr := p[t*T:t*T+t+1], dp[t*T:t*T+t+1]
+					s := kernels.Dot(pr, dr)
+					for j, pj := range pr {
+						dr[j] = pj * (dr[j] - s)
+					}
+					clear(dp[t*T+t+1 : (t+1)*T])
+				}
+				kernels.Sgemm(false, false, T, hd, T, scale, dp, T, k[ko:], kvDim, 0, dq[qo:], qDim)
+				kernels.Sgemm(true, false, T, hd, T, scale, dp, T, q[qo:], qDim, 1, dk[ko:], kvDim)
+			}
+		}
+	})
+}
+
+// swigluBackward sets dg and du from dh for h = silu(g)·u: du = dh·silu(g), dg = dh·u·σ(g)·(1 + g·(1−σ(g))).
+func swigluBackward(dg, du, dh, g, u []float32) {
+	work := func(lo, hi int) {
+		g, u, dh, dg, du := g[lo:hi], u[lo:hi], dh[lo:hi], dg[lo:hi], du[lo:hi]
+		u, dh, dg, du = u[:len(g)], dh[:len(g)], dg[:len(g)], du[:len(g)] // lets the compiler drop bounds checks
+		for i, gi := range g {
+			s := float32(1 / (1 + math.Exp(-float64(gi))))
+			d := dh[i] * s
+			du[i] = d * gi
+			dg[i] = d * u[i] * (1 + gi*(1-s))
+		}
+	}
+	if len(g) < 1<<12 {
+		work(0, len(g))
+		return
+	}
+	parallel(len(g), work)
+}
+
+// crossEntropyForward replaces each row of V logits by its softmax and returns the summed negative log-likelihood
+// of the targets and how many there are; a negative target (the ignore index) is not scored.
+func crossEntropyForward(logits []float32, targets []int32, V int) (float64, int) {
+	nll := make([]float64, len(targets))
+	rowsParallel(len(targets), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := logits[r*V : (r+1)*V]
+			var target float32
+			if targets[r] >= 0 {
+				target = row[targets[r]]
+			}
+			lse := kernels.SoftmaxRow(row)
+			if targets[r] >= 0 {
+				nll[r] = float64(lse - target)
+			}
+		}
+	})
+	var sum float64
+	count := 0
+	for r, v := range nll { // in order, so that the loss does not depend on the thread count
+		if targets[r] >= 0 {
+			sum += v
+			count++
+		}
+	}
+	return sum, count
+}
+
+// crossEntropyBackward turns the probabilities crossEntropyForward left into the gradient of scale·Σ nll with
+// respect to the logits, in place: scale·(p − onehot(target)), zero for ignored rows.
+func crossEntropyBackward(probs []float32, targets []int32, V int, scale float32) {
+	rowsParallel(len(targets), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := probs[r*V : (r+1)*V]
+			if targets[r] < 0 {
+				clear(row)
+				continue
+			}
+			kernels.Scale(scale, row)
+			row[targets[r]] -= scale
+		}
+	})
+}
+
+// frozenForward sets y = x·Wᵀ for n rows, decoding the stored weight a block of rows at a time into buf.
+func frozenForward(w *matrix, y, x []float32, n int, buf *[]float32) {
+	if w.f32 != nil {
+		kernels.Sgemm(false, true, n, w.rows, w.cols, 1, x, w.cols, w.f32, w.cols, 0, y, w.rows)
+		return
+	}
+	w.blocks(buf, func(r0, nr int, wb []float32) {
+		kernels.Sgemm(false, true, n, nr, w.cols, 1, x, w.cols, wb, w.cols, 0, y[r0:], w.rows)
+	})
+}
+
+// frozenBackward adds dy·W to dx: the input gradient of a frozen weight (QLoRA-style, the weight decoded again
+// rather than kept in float32).
+func frozenBackward(w *matrix, dx, dy []float32, n int, buf *[]float32) {
+	if w.f32 != nil {
+		kernels.Sgemm(false, false, n, w.cols, w.rows, 1, dy, w.rows, w.f32, w.cols, 1, dx, w.cols)
+		return
+	}
+	w.blocks(buf, func(r0, nr int, wb []float32) {
+		kernels.Sgemm(false, false, n, w.cols, nr, 1, dy[r0:], w.rows, wb, w.cols, 1, dx, w.cols)
+	})
+}
+
+// blocks decodes the weight in blocks of rows (in parallel) and calls fn on each.
+func (w *matrix) blocks(buf *[]float32, fn func(r0, nr int, wb []float32)) {
+	rows := min(w.rows, max(1, blockValues/w.cols))
+	*buf = grow(*buf, rows*w.cols)
+	for r0 := 0; r0 < w.rows; r0 += rows {
+		nr := min(rows, w.rows-r0)
+		wb := (*buf)[:nr*w.cols]
+		parallel(nr, func(lo, hi int) {
+			// The type was checked by loadMatrix, so decoding cannot fail.
+			_ = w.decodeRows(wb[lo*w.cols:hi*w.cols], r0+lo, hi-lo)
+		})
+		fn(r0, nr, wb)
+	}
+}
+
+// loraLinear is a frozen projection with a trainable LoRA update: y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ, A rank×cols and
+// B rows×rank, as PEFT's lora.Linear computes it (without dropout).
+type loraLinear struct {
+	w      *matrix
+	a, b   []float32
+	da, db []float32
+	rank   int
+	scale  float32
+}
+
+// forward sets y and keeps h = x·Aᵀ (n×rank) for the backward pass.
+func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
+	frozenForward(l.w, y, x, n, buf)
+	kernels.Sgemm(false, true, n, l.rank, l.w.cols, 1, x, l.w.cols, l.a, l.w.cols, 0, h, l.rank)
+	kernels.Sgemm(false, true, n, l.w.rows, l.rank, l.scale, h, l.rank, l.b, l.rank, 1, y, l.w.rows)
+}
+
+// backward adds to dx, da and db. With g = scale·dy·B (n×rank): dB += scale·dyᵀ·h, dA += gᵀ·x,
+// dx += dy·W + g·A. tmp holds n·rank values.
+func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
+	rows, cols, r := l.w.rows, l.w.cols, l.rank
+	g := tmp[:n*r]
+	kernels.Sgemm(false, false, n, r, rows, l.scale, dy, rows, l.b, r, 0, g, r)
+	kernels.Sgemm(true, false, rows, r, n, l.scale, dy, rows, h, r, 1, l.db, r)
+	kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
+	kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
+	frozenBackward(l.w, dx, dy, n, buf)
+}

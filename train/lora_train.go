@@ -1,0 +1,278 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/lathe-ml/lathe/internal/kernels"
+)
+
+// LoRA is a set of trainable LoRA factors on the seven projections of every layer of a model (q, k, v, o, gate, up,
+// down), with the activations and gradients of a training pass over batches of Batch sequences of Ctx tokens.
+// The model's weights stay frozen in their stored type.
+type LoRA struct {
+	Rank  int
+	Alpha float64
+
+	m      *Model
+	layers []loraLayer
+	batch  int
+	ctx    int
+	acts   []layerActs
+	resid  [][]float32 // the residual stream entering each layer, and leaving the last (Layers+1 buffers)
+	xnf    []float32
+	rstdf  []float32
+	logits []float32
+	cos    []float32
+	sin    []float32
+	negSin []float32
+	g      grads
+	buf    []float32 // decoded weight rows
+}
+
+type loraLayer struct {
+	q, k, v, o, gate, up, down loraLinear
+}
+
+func (l *loraLayer) linears() []*loraLinear {
+	return []*loraLinear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}
+}
+
+// layerActs is what one layer's forward keeps for its backward.
+type layerActs struct {
+	xn1, rstd1, q, k, v, probs, att, x2, xn2, rstd2, g, u, h []float32
+	hq, hk, hv, ho, hg, hu, hd                               []float32 // x·Aᵀ of each adapter
+}
+
+// grads holds the backward pass's activation gradients, shared by all layers.
+type grads struct {
+	dres, dxn, dq, dk, dv, datt, dg, du, dh, lora, scratch []float32
+}
+
+// NewLoRA puts LoRA factors of the given rank on the model's projections, initialised as PEFT does
+// (init_lora_weights=True): A from Kaiming-uniform with a=√5, i.e. U(−1/√in, 1/√in), B zero, so that training
+// starts from the base model; the update is scaled by alpha/rank. The random numbers come from seed. batch and ctx
+// size the buffers of Step: at most batch sequences of ctx tokens.
+func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*LoRA, error) {
+	c := m.Config
+	if rank <= 0 || batch <= 0 || ctx <= 0 {
+		return nil, fmt.Errorf("train: LoRA rank %d, batch %d and context %d must be positive", rank, batch, ctx)
+	}
+	l := &LoRA{Rank: rank, Alpha: alpha, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
+	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261))
+	for i := range l.layers {
+		ml := &m.layers[i]
+		ll := &l.layers[i]
+		for j, w := range []*matrix{&ml.q, &ml.k, &ml.v, &ml.o, &ml.gate, &ml.up, &ml.down} {
+			if len(w.adapters) > 0 {
+				// The training pass multiplies by the base weights only; an applied adapter would be ignored.
+				return nil, fmt.Errorf("train: %s has an adapter applied; train on the base model (merge the "+
+					"adapter into it first to build on it)", w.name)
+			}
+			lin := ll.linears()[j]
+			*lin = loraLinear{w: w, rank: rank, scale: float32(alpha / float64(rank)),
+				a: make([]float32, rank*w.cols), b: make([]float32, w.rows*rank),
+				da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
+			bound := 1 / math.Sqrt(float64(w.cols))
+			for k := range lin.a {
+				lin.a[k] = float32((2*rng.Float64() - 1) * bound)
+			}
+		}
+	}
+	n := batch * ctx
+	d, qDim, kvDim := c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	l.acts = make([]layerActs, c.Layers)
+	for i := range l.acts {
+		a := &l.acts[i]
+		for _, s := range []struct {
+			dst  *[]float32
+			size int
+		}{{&a.xn1, n * d}, {&a.rstd1, n}, {&a.q, n * qDim}, {&a.k, n * kvDim}, {&a.v, n * kvDim},
+			{&a.probs, batch * c.Heads * ctx * ctx}, {&a.att, n * qDim}, {&a.x2, n * d}, {&a.xn2, n * d},
+			{&a.rstd2, n}, {&a.g, n * c.FF}, {&a.u, n * c.FF}, {&a.h, n * c.FF}, {&a.hq, n * rank},
+			{&a.hk, n * rank}, {&a.hv, n * rank}, {&a.ho, n * rank}, {&a.hg, n * rank}, {&a.hu, n * rank},
+			{&a.hd, n * rank}} {
+			*s.dst = make([]float32, s.size)
+		}
+	}
+	l.resid = make([][]float32, c.Layers+1)
+	for i := range l.resid {
+		l.resid[i] = make([]float32, n*d)
+	}
+	l.xnf, l.rstdf, l.logits = make([]float32, n*d), make([]float32, n), make([]float32, n*c.Vocab)
+	half := n * c.RopeDims / 2
+	l.cos, l.sin, l.negSin = make([]float32, half), make([]float32, half), make([]float32, half)
+	l.g = grads{dres: make([]float32, n*d), dxn: make([]float32, n*d), dq: make([]float32, n*qDim),
+		dk: make([]float32, n*kvDim), dv: make([]float32, n*kvDim), datt: make([]float32, n*qDim),
+		dg: make([]float32, n*c.FF), du: make([]float32, n*c.FF), dh: make([]float32, n*c.FF),
+		lora: make([]float32, n*rank), scratch: make([]float32, kernels.Threads()*ctx*ctx)}
+	return l, nil
+}
+
+// Params returns the trainable tensors (A then B of each module, layer by layer) and their gradients, in the same
+// order.
+func (l *LoRA) Params() (params, grads [][]float32) {
+	for i := range l.layers {
+		for _, lin := range l.layers[i].linears() {
+			params = append(params, lin.a, lin.b)
+			grads = append(grads, lin.da, lin.db)
+		}
+	}
+	return params, grads
+}
+
+// ropeTables fills the cosines and sines of B sequences of T rows, each starting at position 0.
+func (l *LoRA) ropeTables(B, T int) {
+	c := l.m.Config
+	half := c.RopeDims / 2
+	for b := range B {
+		for t := range T {
+			r := (b*T + t) * half
+			ropeAngles(l.cos[r:], l.sin[r:], t, c, l.m.ropeFreqs)
+		}
+	}
+	for i, s := range l.sin[:B*T*half] {
+		l.negSin[i] = -s
+	}
+}
+
+// check validates a batch: 1..batch windows of the same length 2..ctx+1, tokens in the vocabulary.
+func (l *LoRA) check(windows [][]int32) (B, T int, err error) {
+	if len(windows) == 0 || len(windows) > l.batch {
+		return 0, 0, fmt.Errorf("train: a batch of %d windows; this LoRA takes 1 to %d", len(windows), l.batch)
+	}
+	T = len(windows[0]) - 1
+	if T < 1 || T > l.ctx {
+		return 0, 0, fmt.Errorf("train: windows of %d tokens; this LoRA takes 2 to %d", T+1, l.ctx+1)
+	}
+	for i, w := range windows {
+		if len(w) != T+1 {
+			return 0, 0, fmt.Errorf("train: window %d has %d tokens, window 0 has %d", i, len(w), T+1)
+		}
+		for j, tok := range w {
+			if tok < 0 || int(tok) >= l.m.Config.Vocab {
+				return 0, 0, fmt.Errorf("train: window %d: token %d at position %d is outside the vocabulary of %d",
+					i, tok, j, l.m.Config.Vocab)
+			}
+		}
+	}
+	return len(windows), T, nil
+}
+
+// Loss is the mean next-token loss of the windows (each predicts its tokens 1… from the ones before, all windows of
+// one length), with the current factors; any number of windows is taken, a batch at a time.
+func (l *LoRA) Loss(windows [][]int32) (float64, error) {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	var nll float64
+	count := 0
+	for i := 0; i < len(windows) || i == 0; i += l.batch {
+		chunk := windows[i:min(i+l.batch, len(windows))]
+		B, T, err := l.check(chunk)
+		if err != nil {
+			return 0, err
+		}
+		if len(chunk[0]) != len(windows[0]) {
+			return 0, fmt.Errorf("train: window %d has %d tokens, window 0 has %d", i, len(chunk[0]), len(windows[0]))
+		}
+		s, n, _ := l.forward(chunk, B, T)
+		nll += s
+		count += n
+	}
+	return nll / float64(count), nil
+}
+
+// Step computes the mean loss of the windows and sets the gradients (see Params) of that loss.
+func (l *LoRA) Step(windows [][]int32) (float64, error) {
+	B, T, err := l.check(windows)
+	if err != nil {
+		return 0, err
+	}
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	nll, count, targets := l.forward(windows, B, T)
+	l.backward(targets, B, T)
+	return nll / float64(count), nil
+}
+
+// forward returns the summed loss, the number of predictions and the targets.
+func (l *LoRA) forward(windows [][]int32, B, T int) (float64, int, []int32) {
+	m, c := l.m, l.m.Config
+	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	targets := make([]int32, n)
+	for b, w := range windows {
+		for t := range T {
+			m.embd.row(l.resid[0][(b*T+t)*d:(b*T+t+1)*d], int(w[t]))
+			targets[b*T+t] = w[t+1]
+		}
+	}
+	l.ropeTables(B, T)
+	for li := range m.layers {
+		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
+		x, out := l.resid[li][:n*d], l.resid[li+1][:n*d]
+		rmsNormForward(a.xn1, a.rstd1[:n], x, ml.attnNorm, d, c.NormEps)
+		ll.q.forward(a.q, a.hq, a.xn1, n, &l.buf)
+		ll.k.forward(a.k, a.hk, a.xn1, n, &l.buf)
+		ll.v.forward(a.v, a.hv, a.xn1, n, &l.buf)
+		rope(a.q[:n*qDim], l.cos, l.sin, n, c.Heads, c)
+		rope(a.k[:n*kvDim], l.cos, l.sin, n, c.HeadsKV, c)
+		attentionForward(a.att, a.probs, a.q, a.k, a.v, B, T, c)
+		ll.o.forward(a.x2, a.ho, a.att, n, &l.buf)
+		kernels.Axpy(1, x, a.x2[:n*d])
+		rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ml.ffnNorm, d, c.NormEps)
+		ll.gate.forward(a.g, a.hg, a.xn2, n, &l.buf)
+		ll.up.forward(a.u, a.hu, a.xn2, n, &l.buf)
+		kernels.SiLUMul(a.h[:n*c.FF], a.g[:n*c.FF], a.u[:n*c.FF])
+		ll.down.forward(out, a.hd, a.h, n, &l.buf)
+		kernels.Axpy(1, a.x2[:n*d], out)
+	}
+	rmsNormForward(l.xnf, l.rstdf[:n], l.resid[len(m.layers)][:n*d], m.outNorm, d, c.NormEps)
+	frozenForward(m.output, l.logits, l.xnf, n, &l.buf)
+	nll, count := crossEntropyForward(l.logits[:n*c.Vocab], targets, c.Vocab)
+	return nll, count, targets
+}
+
+func (l *LoRA) backward(targets []int32, B, T int) {
+	m, c, g := l.m, l.m.Config, &l.g
+	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	for i := range l.layers {
+		for _, lin := range l.layers[i].linears() {
+			clear(lin.da)
+			clear(lin.db)
+		}
+	}
+	crossEntropyBackward(l.logits[:n*c.Vocab], targets, c.Vocab, 1/float32(n))
+	dres, dxn := g.dres[:n*d], g.dxn[:n*d]
+	clear(dxn)
+	frozenBackward(m.output, dxn, l.logits, n, &l.buf)
+	clear(dres)
+	rmsNormBackward(dres, dxn, l.resid[len(m.layers)], m.outNorm, l.rstdf[:n], d)
+	for li := len(m.layers) - 1; li >= 0; li-- {
+		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
+		// dres is the gradient of the layer's output, which is x2 + down(h).
+		dh, dgt, du := g.dh[:n*c.FF], g.dg[:n*c.FF], g.du[:n*c.FF]
+		clear(dh)
+		ll.down.backward(dh, dres, a.h, a.hd, g.lora, n, &l.buf)
+		swigluBackward(dgt, du, dh, a.g[:n*c.FF], a.u[:n*c.FF])
+		clear(dxn)
+		ll.gate.backward(dxn, dgt, a.xn2, a.hg, g.lora, n, &l.buf)
+		ll.up.backward(dxn, du, a.xn2, a.hu, g.lora, n, &l.buf)
+		rmsNormBackward(dres, dxn, a.x2, ml.ffnNorm, a.rstd2[:n], d)
+		// dres is now the gradient of x2 = x + o(att).
+		datt := g.datt[:n*qDim]
+		clear(datt)
+		ll.o.backward(datt, dres, a.att, a.ho, g.lora, n, &l.buf)
+		dq, dk, dv := g.dq[:n*qDim], g.dk[:n*kvDim], g.dv[:n*kvDim]
+		clear(dk)
+		clear(dv)
+		attentionBackward(dq, dk, dv, datt, a.probs, a.q, a.k, a.v, g.scratch, B, T, c)
+		ropeBackward(dq, l.cos, l.negSin, n, c.Heads, c)
+		ropeBackward(dk, l.cos, l.negSin, n, c.HeadsKV, c)
+		clear(dxn)
+		ll.q.backward(dxn, dq, a.xn1, a.hq, g.lora, n, &l.buf)
+		ll.k.backward(dxn, dk, a.xn1, a.hk, g.lora, n, &l.buf)
+		ll.v.backward(dxn, dv, a.xn1, a.hv, g.lora, n, &l.buf)
+		rmsNormBackward(dres, dxn, l.resid[li], ml.attnNorm, a.rstd1[:n], d)
+	}
+}
