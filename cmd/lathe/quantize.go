@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/lathe-ml/lathe/convert"
+	"github.com/lathe-ml/lathe/gguf"
 	"github.com/lathe-ml/lathe/modelfile"
 	"github.com/lathe-ml/lathe/quant"
 	"github.com/lathe-ml/lathe/tensor"
@@ -38,6 +39,8 @@ func quantizeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "report", Usage: "print each tensor's error against its source: RMSE, max, SNR, cosine"},
 			&cli.BoolFlag{Name: "json", Usage: "print the plan or the report as JSON"},
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
+			&cli.Float64Flag{Name: "target-bpw", Usage: "choose each tensor's type from measured error for this many bits per weight (GGUF input)"},
+			&cli.StringFlag{Name: "target-size", Usage: "as --target-bpw for a size of tensor data: bytes, or a whole number with K, M or G (powers of 1024)"},
 		},
 		Action: func(c *cli.Context) error {
 			dry := c.Bool("dry-run")
@@ -56,6 +59,20 @@ func quantizeCommand() *cli.Command {
 				return err
 			}
 			defer src.close()
+			if c.IsSet("target-bpw") || c.IsSet("target-size") {
+				b, err := budgetPlan(c, src, opts)
+				if err != nil {
+					return err
+				}
+				if dry {
+					if c.Bool("json") {
+						return writeJSON(c.App.Writer, b)
+					}
+					printBudget(c.App.Writer, b)
+					return nil
+				}
+				opts = b.Apply(opts)
+			}
 			if dry {
 				plan, err := src.plan(opts)
 				if err != nil {
@@ -135,6 +152,7 @@ func quantizeOptions(c *cli.Context) (convert.QuantizeOptions, error) {
 
 // quantizeInput is a GGUF model or a Hugging Face directory, behind the two calls the command makes.
 type quantizeInput struct {
+	gguf     *gguf.File // nil for a Hugging Face directory
 	plan     func(convert.QuantizeOptions) (*convert.QuantPlan, error)
 	quantize func(io.Writer, convert.QuantizeOptions) error
 	close    func() error
@@ -164,6 +182,7 @@ func openQuantizeInput(path string) (*quantizeInput, error) {
 		return nil, fmt.Errorf("quantize: %s is %s; quantize reads GGUF files and Hugging Face model directories", m.Path, m.Format)
 	}
 	return &quantizeInput{
+		gguf:     m.GGUF,
 		plan:     func(o convert.QuantizeOptions) (*convert.QuantPlan, error) { return convert.PlanQuantize(m.GGUF, o) },
 		quantize: func(w io.Writer, o convert.QuantizeOptions) error { return convert.Quantize(w, m.GGUF, o) },
 		close:    m.Close,
@@ -217,3 +236,52 @@ func (l *stringList) Set(s string) error {
 }
 
 func (l *stringList) String() string { return strings.Join(*l, " ") }
+
+// budgetPlan measures every candidate type of every tensor and chooses the types for --target-bpw or --target-size.
+func budgetPlan(c *cli.Context, src *quantizeInput, opts convert.QuantizeOptions) (*convert.Budget, error) {
+	if c.IsSet("target-bpw") && c.IsSet("target-size") {
+		return nil, fmt.Errorf("quantize: give --target-bpw or --target-size, not both")
+	}
+	if src.gguf == nil {
+		return nil, fmt.Errorf("quantize: --target-bpw and --target-size read GGUF input; convert the model first")
+	}
+	var target int64
+	if c.IsSet("target-size") {
+		var err error
+		if target, err = parseSize(c.String("target-size")); err != nil {
+			return nil, fmt.Errorf("quantize: --target-size: %w", err)
+		}
+	}
+	bpw := c.Float64("target-bpw")
+	if c.IsSet("target-bpw") && !(bpw > 0 && bpw <= 32) {
+		return nil, fmt.Errorf("quantize: --target-bpw %v: want a number of bits per weight in (0, 32]", bpw)
+	}
+	b, err := convert.MeasureBudget(src.gguf, convert.BudgetOptions{Quantize: opts, Progress: progress("measure")})
+	if err != nil {
+		return nil, err
+	}
+	if c.IsSet("target-bpw") {
+		target = b.BPWBytes(bpw)
+	}
+	return b, b.Allocate(target)
+}
+
+// printBudget shows the budgeted plan beside the recipe's, tensor by tensor, with bits per weight and errors.
+func printBudget(out io.Writer, b *convert.Budget) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "tensor\trecipe\tbpw\terror\tbudget\tbpw\terror\t")
+	for _, t := range b.Tensors {
+		r, o := t.Options[t.Recipe], t.Options[t.Chosen]
+		bpw := func(n int64) float64 { return 8 * float64(n) / float64(max(t.Elements, 1)) }
+		fmt.Fprintf(w, "%s\t%s\t%.2f\t%.4g\t%s\t%.2f\t%.4g\t\n", t.Name, r.Type, bpw(r.Bytes), r.Error, o.Type, bpw(o.Bytes), o.Error)
+	}
+	bytes, errSum, rBytes, rErr := b.Totals()
+	bpw := func(n int64) float64 { return 8 * float64(n) / float64(max(b.Elements, 1)) }
+	fmt.Fprintf(w, "total\t%s\t%.2f\t%.4g\t%s\t%.2f\t%.4g\t\n", humanBytes(rBytes), bpw(rBytes), rErr, humanBytes(bytes), bpw(bytes), errSum)
+	w.Flush()
+	kind := "squared error"
+	if b.Weighted {
+		kind = "importance-weighted squared error"
+	}
+	fmt.Fprintf(out, "budget %s: %s; recipe %s\n", humanBytes(b.Target), kind, humanBytes(rBytes))
+}
