@@ -425,20 +425,7 @@ func (a *Adapter) WritePEFT(dir string, replace map[string]tensor.View) error {
 	if err := safetensors.WriteFile(filepath.Join(dir, WeightsName), views, md); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, ConfigName), a.Config.Raw)
-}
-
-// writeFileAtomic writes data to path through a temporary file renamed into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := atomicfile.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Abort()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	return f.Commit()
+	return atomicfile.WriteFile(filepath.Join(dir, ConfigName), a.Config.Raw)
 }
 
 func sameDir(a, b string) (bool, error) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lathe-ml/lathe/internal/atomicfile"
 	"github.com/lathe-ml/lathe/safetensors"
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -105,7 +106,7 @@ func CombineLinear(dir string, adapters []*Adapter, weights []float64) error {
 	if err := safetensors.WriteFile(filepath.Join(dir, WeightsName), views, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, ConfigName), cfg)
+	return atomicfile.WriteFile(filepath.Join(dir, ConfigName), cfg)
 }
 
 // combinedConfig is the adapter_config.json of a combination: r and lora_alpha equal (scale 1) at the most common

@@ -215,7 +215,7 @@ func ToHF(dir string, f *gguf.File, opts HFOptions) error {
 		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(raw)) {
-		if err := writeFile(filepath.Join(dir, name), raw[name]); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), raw[name]); err != nil {
 			return err
 		}
 	}
@@ -491,19 +491,7 @@ func writeJSONFile(path string, v any) error {
 	if err := encodeJSON(&buf, v); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeFile(path, buf.Bytes())
-}
-
-func writeFile(path string, b []byte) error {
-	out, err := atomicfile.Create(path)
-	if err != nil {
-		return err
-	}
-	defer out.Abort()
-	if _, err := out.Write(b); err != nil {
-		return err
-	}
-	return out.Commit()
+	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // pyFloat formats a float32 as Python's repr does for the shortest decimal that reads back as the same float32:

@@ -378,15 +378,7 @@ func WriteShards(dir string, views []tensor.View, metadata map[string]string, ma
 	if err := enc.Encode(index); err != nil {
 		return names, err
 	}
-	f, err := atomicfile.Create(filepath.Join(dir, IndexName))
-	if err != nil {
-		return names, err
-	}
-	defer f.Abort()
-	if _, err := f.Write(buf.Bytes()); err != nil {
-		return names, err
-	}
-	if err := f.Commit(); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, IndexName), buf.Bytes()); err != nil {
 		return names, err
 	}
 	return append(names, IndexName), nil

@@ -143,15 +143,7 @@ func (l *LoRA) WritePEFT(dir string) error {
 		map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	f, err := atomicfile.Create(filepath.Join(dir, adapter.ConfigName))
-	if err != nil {
-		return err
-	}
-	defer f.Abort()
-	if _, err := f.Write(cfg); err != nil {
-		return err
-	}
-	return f.Commit()
+	return atomicfile.WriteFile(filepath.Join(dir, adapter.ConfigName), cfg)
 }
 
 func floatView(name string, shape tensor.Shape, f []float32) tensor.View {

@@ -67,3 +67,16 @@ func (f *File) Abort() {
 	f.File.Close()
 	os.Remove(f.Name())
 }
+
+// WriteFile writes data to path atomically, for small outputs such as JSON sidecars held in memory.
+func WriteFile(path string, data []byte) error {
+	f, err := Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Commit()
+}
