@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"testing"
+	"unsafe"
 )
 
 func f16Bits(f float32) uint16 {
@@ -301,7 +302,9 @@ func TestSizes(t *testing.T) {
 }
 
 func TestFloat32sAliasesAlignedBytes(t *testing.T) {
-	buf := make([]byte, 13)
+	// Backed by float32s, so the start is 4-byte aligned whatever the allocator does with byte slices.
+	words := make([]float32, 4)
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 16)
 	if err := FromFloat32(buf[:12], []float32{1, -2, 0.5}, F32); err != nil {
 		t.Fatal(err)
 	}
