@@ -309,6 +309,9 @@ func (ws *workspace) input(x []float32, n int) *input {
 // other than aligned F32 are decoded a block of rows at a time, in parallel, into a buffer the GEMM then reads.
 func (m *Model) mul(w *matrix, y []float32, in *input) {
 	n, x := in.n, in.x[:in.n*w.cols]
+	if m.stats != nil {
+		m.stats.add(w.name, x, n, w.cols)
+	}
 	xa := x
 	if t := activationType(w.dtype); t != tensor.F32 {
 		if in.rounded != t {

@@ -65,6 +65,7 @@ type Model struct {
 	closer io.Closer
 	mu     sync.Mutex
 	ws     workspace
+	stats  *ActivationStats // set by CollectActivations
 }
 
 type layer struct {

@@ -37,6 +37,7 @@ func newApp() *cli.App {
 			evalCommand(),
 			generateCommand(),
 			trainCommand(),
+			imatrixCommand(),
 			pruneCommand(),
 			maskCommand(),
 			mergeCommand(),
