@@ -336,54 +336,76 @@ func newGGUF(path string, f *gguf.File) (*Adapter, error) {
 		alpha = float64(v)
 	}
 	a := &Adapter{Path: path, Format: GGUF, Config: &Config{PeftType: "LORA", LoraAlpha: alpha}, tensors: f}
-	mods := map[string]*Module{}
+	names := make([]string, 0, len(f.Tensors()))
 	for _, t := range f.Tensors() {
-		a.names = append(a.names, t.Name)
-		target, part := "", ""
-		switch {
-		case strings.HasSuffix(t.Name, ".lora_a"):
-			target, part = strings.TrimSuffix(t.Name, ".lora_a"), "A"
-		case strings.HasSuffix(t.Name, ".lora_b"):
-			target, part = strings.TrimSuffix(t.Name, ".lora_b"), "B"
-		default:
-			a.Extra = append(a.Extra, t.Name)
-			continue
+		names = append(names, t.Name)
+	}
+	mods, err := a.pairFactors(path, names, f.Tensor, func(target string) *Module {
+		m := &Module{Name: target, Target: target}
+		if target == "token_embd.weight" {
+			m.Layout = GGUFEmbedding
 		}
-		v, err := f.Tensor(t.Name)
+		return m
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mods {
+		m.ConfigRank, m.Alpha, m.Scale = m.Rank, alpha, 1
+		if alpha != 0 {
+			m.Scale = alpha / float64(m.Rank)
+		}
+		a.Modules = append(a.Modules, *m)
+	}
+	return a, nil
+}
+
+// pairFactors groups the "<base>.lora_a" and "<base>.lora_b" tensors of the GGUF and MLX layouts into modules made
+// by newModule(base), in base order, checking that they pair up and that their shapes agree (Rank is set). Other
+// tensors are listed, sorted, in a.Extra.
+func (a *Adapter) pairFactors(file string, names []string, load func(name string) (tensor.View, error),
+	newModule func(base string) *Module) ([]*Module, error) {
+	mods := map[string]*Module{}
+	for _, name := range names {
+		a.names = append(a.names, name)
+		base, isA := strings.CutSuffix(name, ".lora_a")
+		if !isA {
+			var isB bool
+			if base, isB = strings.CutSuffix(name, ".lora_b"); !isB {
+				a.Extra = append(a.Extra, name)
+				continue
+			}
+		}
+		v, err := load(name)
 		if err != nil {
 			return nil, err
 		}
-		m := mods[target]
+		m := mods[base]
 		if m == nil {
-			m = &Module{Name: target, Target: target}
-			if target == "token_embd.weight" {
-				m.Layout = GGUFEmbedding
-			}
-			mods[target] = m
+			m = newModule(base)
+			mods[base] = m
 		}
-		if part == "A" {
+		if isA {
 			m.A = v
 		} else {
 			m.B = v
 		}
 	}
-	for _, target := range slices.Sorted(maps.Keys(mods)) {
-		m := mods[target]
+	slices.Sort(a.Extra)
+	out := make([]*Module, 0, len(mods))
+	for _, base := range slices.Sorted(maps.Keys(mods)) {
+		m := mods[base]
 		if m.A.Name == "" || m.B.Name == "" {
-			return nil, &FormatError{File: path, Tensor: m.A.Name + m.B.Name, Err: errors.New("lora_a and lora_b come in pairs")}
+			return nil, &FormatError{File: file, Tensor: m.A.Name + m.B.Name, Err: errors.New("lora_a and lora_b come in pairs")}
 		}
-		r, err := checkFactors(path, m)
+		r, err := checkFactors(file, m)
 		if err != nil {
 			return nil, err
 		}
-		m.Rank, m.ConfigRank, m.Alpha, m.Scale = r, r, alpha, 1
-		if alpha != 0 {
-			m.Scale = alpha / float64(r)
-		}
-		a.Modules = append(a.Modules, *m)
+		m.Rank = r
+		out = append(out, m)
 	}
-	slices.Sort(a.Extra)
-	return a, nil
+	return out, nil
 }
 
 // WritePEFT writes a PEFT adapter directory holding this adapter's configuration file as it was read and its

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/lathe-ml/lathe/safetensors"
+	"github.com/lathe-ml/lathe/tensor"
 )
 
 // MLX is mlx-lm's LoRA adapter: adapter_config.json with lora_parameters, and adapters.safetensors.
@@ -68,53 +68,32 @@ func newMLX(configPath, weightsPath string, config []byte, set safetensors.Set) 
 }
 
 func (a *Adapter) readMLX(file string, set safetensors.Set, scale float64, rank, alpha *float64) error {
-	mods := map[string]*Module{}
+	var names []string
 	for _, t := range set.Tensors() {
-		a.names = append(a.names, t.Name)
-		name, part := "", ""
-		switch {
-		case strings.HasSuffix(t.Name, ".lora_a"):
-			name, part = strings.TrimSuffix(t.Name, ".lora_a"), "A"
-		case strings.HasSuffix(t.Name, ".lora_b"):
-			name, part = strings.TrimSuffix(t.Name, ".lora_b"), "B"
-		default:
-			a.Extra = append(a.Extra, t.Name)
-			continue
-		}
-		v, err := set.Tensor(t.Name)
+		names = append(names, t.Name)
+	}
+	load := func(name string) (tensor.View, error) {
+		v, err := set.Tensor(name)
 		if err != nil {
-			return err
+			return v, err
 		}
 		if len(v.Shape) != 2 || !v.DType.IsFloat() {
-			return &FormatError{File: file, Tensor: t.Name, Err: fmt.Errorf("%s %v: want a 2-D float matrix", v.DType, v.Shape)}
+			return v, &FormatError{File: file, Tensor: name, Err: fmt.Errorf("%s %v: want a 2-D float matrix", v.DType, v.Shape)}
 		}
-		if v, err = encodeFactor(v, v.DType, 1, true); err != nil {
-			return err
-		}
-		m := mods[name]
-		if m == nil {
-			m = &Module{Name: name, Target: name + ".weight"}
-			mods[name] = m
-		}
-		if part == "A" {
-			m.A = v
-		} else {
-			m.B = v
-		}
+		return encodeFactor(v, v.DType, 1, true)
 	}
-	for _, name := range slices.Sorted(maps.Keys(mods)) {
-		m := mods[name]
-		if m.A.Name == "" || m.B.Name == "" {
-			return &FormatError{File: file, Tensor: m.A.Name + m.B.Name, Err: errors.New("lora_a and lora_b come in pairs")}
-		}
-		r, err := checkFactors(file, m)
-		if err != nil {
-			return err
-		}
+	mods, err := a.pairFactors(file, names, load, func(base string) *Module {
+		return &Module{Name: base, Target: base + ".weight"}
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range mods {
+		r := m.Rank
 		if rank != nil && float64(r) != *rank {
 			return &FormatError{File: file, Tensor: m.A.Name, Err: fmt.Errorf("rank %d, lora_parameters.rank is %g", r, *rank)}
 		}
-		m.Rank, m.ConfigRank, m.Scale = r, r, scale
+		m.ConfigRank, m.Scale = r, scale
 		// A GGUF adapter stores alpha, and llama.cpp applies alpha/rank: without an alpha, the one giving scale.
 		m.Alpha = scale * float64(r)
 		if alpha != nil {
@@ -124,6 +103,5 @@ func (a *Adapter) readMLX(file string, set safetensors.Set, scale float64, rank,
 		a.Modules = append(a.Modules, *m)
 	}
 	slices.SortFunc(a.Modules, func(x, y Module) int { return strings.Compare(x.Target, y.Target) })
-	slices.Sort(a.Extra)
 	return nil
 }
