@@ -156,9 +156,9 @@ func TestLayouts(t *testing.T) {
 	}
 }
 
-// TestDoRAMerge is §8.7: W = diag(3,4), B = [[0],[1]], A = [[1,0]], s = 1, m = [3,4]: the rows of W+BA have norms
-// 3 and √17, so W' = [[3,0],[0.9701425001453319, 3.8805700005813275]].
-func TestDoRAMerge(t *testing.T) {
+// doraOracle is §8.7's DoRA adapter: one module l with B = [[0],[1]], A = [[1,0]], s = 1, magnitudes m = [3,4].
+func doraOracle(t *testing.T) *Adapter {
+	t.Helper()
 	dir := writePEFT(t, `{"r": 1, "lora_alpha": 1, "use_dora": true}`,
 		f32("base_model.model.l.lora_A.weight", tensor.Shape{1, 2}, 1, 0),
 		f32("base_model.model.l.lora_B.weight", tensor.Shape{2, 1}, 0, 1),
@@ -167,6 +167,13 @@ func TestDoRAMerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// TestDoRAMerge is §8.7: W = diag(3,4), B = [[0],[1]], A = [[1,0]], s = 1, m = [3,4]: the rows of W+BA have norms
+// 3 and √17, so W' = [[3,0],[0.9701425001453319, 3.8805700005813275]].
+func TestDoRAMerge(t *testing.T) {
+	a := doraOracle(t)
 	defer a.Close()
 	merged, err := a.Modules[0].Merge(&spectral.Matrix{Rows: 2, Cols: 2, Data: []float64{3, 0, 0, 4}})
 	if err != nil {

@@ -137,14 +137,7 @@ func memSet(t *testing.T, views ...tensor.View) *safetensors.File {
 // TestMergeDoRAModel is §8.7's DoRA oracle through MergeSafetensors, with a BF16 base to check that the merged tensor
 // keeps its dtype: W = diag(3,4), B = [[0],[1]], A = [[1,0]], m = [3,4] → [[3,0],[0.9701425,3.88057]].
 func TestMergeDoRAModel(t *testing.T) {
-	dir := writePEFT(t, `{"r": 1, "lora_alpha": 1, "use_dora": true}`,
-		f32("base_model.model.l.lora_A.weight", tensor.Shape{1, 2}, 1, 0),
-		f32("base_model.model.l.lora_B.weight", tensor.Shape{2, 1}, 0, 1),
-		f32("base_model.model.l.lora_magnitude_vector", tensor.Shape{2}, 3, 4))
-	a, err := OpenPEFT(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := doraOracle(t)
 	defer a.Close()
 	w := make([]byte, 8)
 	tensor.FromFloat32(w, []float32{3, 0, 0, 4}, tensor.BF16)
