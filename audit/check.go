@@ -76,18 +76,11 @@ type CheckReport struct {
 // given (every target present, shapes equal), and the policy's limits on intruder dimensions, α, relative update
 // norm and size. The error is for inputs that cannot be read; a failed rule is a finding and clears Passed.
 func Check(adapterPath, basePath string, policy Policy, opts Options) (*CheckReport, error) {
-	a, err := adapter.Open(adapterPath)
+	a, base, err := openAdapter(adapterPath, basePath)
 	if err != nil {
 		return nil, err
 	}
-	defer a.Close()
-	var base *modelfile.Model
-	if basePath != "" {
-		if base, err = modelfile.Open(basePath); err != nil {
-			return nil, err
-		}
-		defer base.Close()
-	}
+	defer closeAdapter(a, base)
 	c := &checker{a: a, rep: &CheckReport{Adapter: adapterPath, Base: basePath, Format: string(a.Format),
 		Modules: len(a.Modules), Bytes: a.Bytes, Findings: []Finding{}}}
 	c.weights = a.Files[len(a.Files)-1]

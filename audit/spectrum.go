@@ -255,22 +255,39 @@ func Delta(tunedPath, basePath string, opts Options) (*Report, error) {
 	return rep, nil
 }
 
+// openAdapter opens an adapter and, when basePath is not empty, its base model.
+func openAdapter(path, basePath string) (*adapter.Adapter, *modelfile.Model, error) {
+	a, err := adapter.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if basePath == "" {
+		return a, nil, nil
+	}
+	base, err := modelfile.Open(basePath)
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, base, nil
+}
+
+func closeAdapter(a *adapter.Adapter, base *modelfile.Model) {
+	a.Close()
+	if base != nil {
+		base.Close()
+	}
+}
+
 // Adapter analyzes a LoRA adapter: the spectrum of each module's ΔW from its factors (never formed, unless the
 // randomized ESD is asked for), and with a base model the merged weight's metrics, intruder dimensions and
 // ‖ΔW‖₂/‖W‖₂. Without a base only the factors are read.
 func Adapter(path, basePath string, opts Options) (*Report, error) {
-	a, err := adapter.Open(path)
+	a, base, err := openAdapter(path, basePath)
 	if err != nil {
 		return nil, err
 	}
-	defer a.Close()
-	var base *modelfile.Model
-	if basePath != "" {
-		if base, err = modelfile.Open(basePath); err != nil {
-			return nil, err
-		}
-		defer base.Close()
-	}
+	defer closeAdapter(a, base)
 	rep := &Report{Kind: KindAdapter, Path: path, Base: basePath}
 	var mods []*adapter.Module
 	for i := range a.Modules {
