@@ -222,8 +222,7 @@ func ToHF(dir string, f *gguf.File, opts HFOptions) error {
 	return nil
 }
 
-// writeWeights streams the tensors into one safetensors file, or shards cut greedily in the writer's layout order
-// as safetensors.WriteShards cuts them.
+// writeWeights streams the tensors into one safetensors file, or into the shards safetensors.PlanShards cuts.
 func writeWeights(dir string, f *gguf.File, entries []PlanEntry, opts HFOptions) error {
 	decls := make([]safetensors.TensorInfo, len(entries))
 	byName := map[string]PlanEntry{}
@@ -232,29 +231,15 @@ func writeWeights(dir string, f *gguf.File, entries []PlanEntry, opts HFOptions)
 		byName[e.Name] = e
 	}
 	meta := map[string]string{"format": "pt"} // what transformers' save_pretrained writes
-	sw, err := safetensors.NewWriter(io.Discard, decls, meta)
+	shards, err := safetensors.PlanShards(decls, meta, opts.MaxShardSize)
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
-	}
-	var shards [][]safetensors.TensorInfo
-	var filled, total int64
-	for _, t := range sw.Tensors() {
-		if len(shards) == 0 || opts.MaxShardSize > 0 && filled > 0 && filled+t.Size > opts.MaxShardSize {
-			shards = append(shards, nil)
-			filled = 0
-		}
-		shards[len(shards)-1] = append(shards[len(shards)-1], t)
-		filled += t.Size
-		total += t.Size
-	}
-	if len(shards) == 0 {
-		shards = append(shards, nil)
 	}
 	p := newPipeline(runtime.GOMAXPROCS(0))
 	go func() {
 		defer p.finish()
 		for _, shard := range shards {
-			for _, t := range shard {
+			for _, t := range shard.Tensors {
 				e := byName[t.Name]
 				v, err := f.Tensor(e.Source)
 				if err != nil {
@@ -267,14 +252,9 @@ func writeWeights(dir string, f *gguf.File, entries []PlanEntry, opts HFOptions)
 			}
 		}
 	}()
-	weightMap := map[string]string{}
 	done := 0
-	for i, shard := range shards {
-		name := "model.safetensors"
-		if len(shards) > 1 {
-			name = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
-		}
-		if err := writeShard(filepath.Join(dir, name), p, shard, meta, func() {
+	for _, shard := range shards {
+		if err := writeShard(filepath.Join(dir, shard.Name), p, shard.Tensors, meta, func() {
 			done++
 			if opts.Progress != nil {
 				opts.Progress(done, len(entries))
@@ -283,18 +263,12 @@ func writeWeights(dir string, f *gguf.File, entries []PlanEntry, opts HFOptions)
 			p.abort()
 			return err
 		}
-		for _, t := range shard {
-			weightMap[t.Name] = name
-		}
 	}
 	if err := p.err(); err != nil {
 		return err
 	}
-	if len(shards) == 1 {
-		return nil
-	}
-	index := map[string]any{"metadata": map[string]any{"total_size": total}, "weight_map": weightMap}
-	return writeJSONFile(filepath.Join(dir, safetensors.IndexName), index)
+	_, err = safetensors.WriteIndex(dir, shards)
+	return err
 }
 
 // writeShard writes one safetensors file from the pipeline's chunks.
@@ -484,14 +458,6 @@ func encodeJSON(w io.Writer, v any) error {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func writeJSONFile(path string, v any) error {
-	var buf bytes.Buffer
-	if err := encodeJSON(&buf, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // pyFloat formats a float32 as Python's repr does for the shortest decimal that reads back as the same float32:

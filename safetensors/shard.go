@@ -311,62 +311,64 @@ func (m *Model) Close() error {
 	return errors.Join(errs...)
 }
 
-// WriteShards writes the views to dir as a checkpoint of shards holding at most maxShardSize bytes of tensor data
-// each (a larger tensor gets a shard of its own), named model-00001-of-0000K.safetensors, plus the index
-// model.safetensors.index.json, as transformers' save_pretrained does. Tensors are taken in the order NewWriter lays
-// them out (so each shard is itself in that order) and cut greedily. A checkpoint that fits in one shard is written
-// as model.safetensors without an index, again as transformers does. With Zstd, shard names end in .zst. Every
-// file is written atomically; the index comes last. It returns the names of the files written.
-func WriteShards(dir string, views []tensor.View, metadata map[string]string, maxShardSize int64, opts ...Option) ([]string, error) {
-	if maxShardSize <= 0 {
-		return nil, fmt.Errorf("safetensors: shard size %d must be positive", maxShardSize)
-	}
+// Shard is one file of a sharded checkpoint: its file name and its tensors in write order.
+type Shard struct {
+	Name    string
+	Tensors []TensorInfo
+}
+
+// PlanShards lays the declared tensors out as NewWriter would and cuts them greedily into shards holding at most
+// maxShardSize bytes of tensor data each (a larger tensor gets a shard of its own; maxShardSize <= 0 means one
+// shard), named model-00001-of-0000K.safetensors as transformers' save_pretrained names them, or model.safetensors
+// when everything fits in one. With Zstd the names end in .zst. Writing each shard's Tensors with NewWriter (same
+// metadata and options) keeps them in this order.
+func PlanShards(decls []TensorInfo, metadata map[string]string, maxShardSize int64, opts ...Option) ([]Shard, error) {
 	o := collect(opts)
-	decls := make([]TensorInfo, len(views))
-	byName := make(map[string]tensor.View, len(views))
-	for i, v := range views {
-		decls[i] = TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape}
-		byName[v.Name] = v
-	}
 	layout, _, err := prepare(decls, metadata, o.keepOrder)
 	if err != nil {
 		return nil, err
 	}
-	var shards [][]tensor.View
-	var filled, total int64
+	var shards []Shard
+	var filled int64
 	for _, t := range layout {
-		if len(shards) == 0 || filled > 0 && filled+t.Size > maxShardSize {
-			shards = append(shards, nil)
+		if len(shards) == 0 || maxShardSize > 0 && filled > 0 && filled+t.Size > maxShardSize {
+			shards = append(shards, Shard{})
 			filled = 0
 		}
-		shards[len(shards)-1] = append(shards[len(shards)-1], byName[t.Name])
+		shards[len(shards)-1].Tensors = append(shards[len(shards)-1].Tensors, t)
 		filled += t.Size
-		total += t.Size
 	}
 	if len(shards) == 0 {
-		shards = append(shards, nil)
+		shards = append(shards, Shard{})
 	}
 	ext := ".safetensors"
 	if o.zstd {
 		ext += ".zst"
 	}
-	if len(shards) == 1 {
-		name := "model" + ext
-		return []string{name}, WriteFile(filepath.Join(dir, name), shards[0], metadata, opts...)
+	for i := range shards {
+		shards[i].Name = "model" + ext
+		if len(shards) > 1 {
+			shards[i].Name = fmt.Sprintf("model-%05d-of-%05d%s", i+1, len(shards), ext)
+		}
+	}
+	return shards, nil
+}
+
+// WriteIndex writes model.safetensors.index.json for a checkpoint of several shards, as transformers writes it
+// (json.dumps(index, indent=2, sort_keys=True) + "\n"; total_size is the sum of tensor bytes), atomically. A
+// single shard needs no index, and none is written. It reports whether it wrote one.
+func WriteIndex(dir string, shards []Shard) (bool, error) {
+	if len(shards) < 2 {
+		return false, nil
 	}
 	weightMap := map[string]string{}
-	var names []string
-	for i, shard := range shards {
-		name := fmt.Sprintf("model-%05d-of-%05d%s", i+1, len(shards), ext)
-		if err := WriteFile(filepath.Join(dir, name), shard, metadata, opts...); err != nil {
-			return names, err
-		}
-		names = append(names, name)
-		for _, v := range shard {
-			weightMap[v.Name] = name
+	var total int64
+	for _, sh := range shards {
+		for _, t := range sh.Tensors {
+			weightMap[t.Name] = sh.Name
+			total += t.Size
 		}
 	}
-	// transformers writes json.dumps(index, indent=2, sort_keys=True) + "\n"; encoding/json sorts map keys.
 	index := struct {
 		Metadata  map[string]int64  `json:"metadata"`
 		WeightMap map[string]string `json:"weight_map"`
@@ -376,10 +378,41 @@ func WriteShards(dir string, views []tensor.View, metadata map[string]string, ma
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(index); err != nil {
-		return names, err
+		return false, err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, IndexName), buf.Bytes()); err != nil {
-		return names, err
+	return true, atomicfile.WriteFile(filepath.Join(dir, IndexName), buf.Bytes())
+}
+
+// WriteShards writes the views to dir as PlanShards cuts them, each file atomically, and then the index. It returns
+// the names of the files written.
+func WriteShards(dir string, views []tensor.View, metadata map[string]string, maxShardSize int64, opts ...Option) ([]string, error) {
+	if maxShardSize <= 0 {
+		return nil, fmt.Errorf("safetensors: shard size %d must be positive", maxShardSize)
 	}
-	return append(names, IndexName), nil
+	decls := make([]TensorInfo, len(views))
+	byName := make(map[string]tensor.View, len(views))
+	for i, v := range views {
+		decls[i] = TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape}
+		byName[v.Name] = v
+	}
+	shards, err := PlanShards(decls, metadata, maxShardSize, opts...)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, sh := range shards {
+		shardViews := make([]tensor.View, len(sh.Tensors))
+		for i, t := range sh.Tensors {
+			shardViews[i] = byName[t.Name]
+		}
+		if err := WriteFile(filepath.Join(dir, sh.Name), shardViews, metadata, opts...); err != nil {
+			return names, err
+		}
+		names = append(names, sh.Name)
+	}
+	wrote, err := WriteIndex(dir, shards)
+	if wrote {
+		names = append(names, IndexName)
+	}
+	return names, err
 }
