@@ -68,7 +68,7 @@ func BenchmarkLoRAStep(b *testing.B) {
 	params, grads := l.Params()
 	b.ResetTimer()
 	for range b.N {
-		if _, err := l.Step(windows); err != nil {
+		if _, err := l.Step(windows, nil); err != nil {
 			b.Fatal(err)
 		}
 		opt.Step(params, grads)

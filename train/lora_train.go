@@ -176,28 +176,41 @@ func (l *LoRA) Loss(windows [][]int32) (float64, error) {
 		if len(chunk[0]) != len(windows[0]) {
 			return 0, fmt.Errorf("train: window %d has %d tokens, window 0 has %d", i, len(chunk[0]), len(windows[0]))
 		}
-		s, n, _ := l.forward(chunk, B, T)
+		s, n, _ := l.forward(chunk, nil, B, T)
 		nll += s
 		count += n
 	}
 	return nll / float64(count), nil
 }
 
-// Step computes the mean loss of the windows and sets the gradients (see Params) of that loss.
-func (l *LoRA) Step(windows [][]int32) (float64, error) {
+// Step computes the mean loss of the windows and sets the gradients (see Params) of that loss. scored, when not
+// nil, has one mask per window: scored[b][t] says whether predicting windows[b][t+1] counts toward the loss (prompt
+// tokens and padding do not); a batch with nothing scored has loss 0 and zero gradients.
+func (l *LoRA) Step(windows [][]int32, scored [][]bool) (float64, error) {
 	B, T, err := l.check(windows)
 	if err != nil {
 		return 0, err
 	}
+	if scored != nil && len(scored) != B {
+		return 0, fmt.Errorf("train: %d loss masks for %d windows", len(scored), B)
+	}
+	for i, s := range scored {
+		if len(s) < T {
+			return 0, fmt.Errorf("train: loss mask %d has %d entries for %d predictions", i, len(s), T)
+		}
+	}
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
-	nll, count, targets := l.forward(windows, B, T)
-	l.backward(targets, B, T)
+	nll, count, targets := l.forward(windows, scored, B, T)
+	l.backward(targets, count, B, T)
+	if count == 0 {
+		return 0, nil
+	}
 	return nll / float64(count), nil
 }
 
-// forward returns the summed loss, the number of predictions and the targets.
-func (l *LoRA) forward(windows [][]int32, B, T int) (float64, int, []int32) {
+// forward returns the summed loss, the number of scored predictions and the targets (-1 where not scored).
+func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, int, []int32) {
 	m, c := l.m, l.m.Config
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	targets := make([]int32, n)
@@ -205,6 +218,9 @@ func (l *LoRA) forward(windows [][]int32, B, T int) (float64, int, []int32) {
 		for t := range T {
 			m.embd.row(l.resid[0][(b*T+t)*d:(b*T+t+1)*d], int(w[t]))
 			targets[b*T+t] = w[t+1]
+			if scored != nil && !scored[b][t] {
+				targets[b*T+t] = -1
+			}
 		}
 	}
 	l.ropeTables(B, T)
@@ -233,7 +249,8 @@ func (l *LoRA) forward(windows [][]int32, B, T int) (float64, int, []int32) {
 	return nll, count, targets
 }
 
-func (l *LoRA) backward(targets []int32, B, T int) {
+// backward sets the gradients of the mean loss over the count scored targets.
+func (l *LoRA) backward(targets []int32, count, B, T int) {
 	m, c, g := l.m, l.m.Config, &l.g
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	for i := range l.layers {
@@ -242,7 +259,7 @@ func (l *LoRA) backward(targets []int32, B, T int) {
 			clear(lin.db)
 		}
 	}
-	crossEntropyBackward(l.logits[:n*c.Vocab], targets, c.Vocab, 1/float32(n))
+	crossEntropyBackward(l.logits[:n*c.Vocab], targets, c.Vocab, 1/float32(max(count, 1)))
 	dres, dxn := g.dres[:n*d], g.dxn[:n*d]
 	clear(dxn)
 	frozenBackward(m.output, dxn, l.logits, n, &l.buf)

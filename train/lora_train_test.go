@@ -61,7 +61,7 @@ func TestLoRAWholeModelGradient(t *testing.T) {
 		}
 	}
 	windows := windowsOf(t, shakespeare(t, m, "shakespeare_val.txt"), 2, 12)
-	if _, err := l.Step(windows); err != nil {
+	if _, err := l.Step(windows, nil); err != nil {
 		t.Fatal(err)
 	}
 	names := []string{"q", "k", "v", "o", "gate", "up", "down"}
@@ -128,7 +128,7 @@ func TestTrainShakespeare(t *testing.T) {
 	const ctx = 128
 	val := windowsOf(t, shakespeare(t, m, "shakespeare_val.txt"), 8, ctx)
 	opts := TrainOptions{Rank: 8, Alpha: 16, Steps: 40, LR: 1e-3, Batch: 4, Ctx: ctx, Seed: 42}
-	l, logs, err := Train(m, shakespeare(t, m, "shakespeare_train.txt"), opts)
+	l, logs, err := Train(m, &Stream{Tokens: shakespeare(t, m, "shakespeare_train.txt")}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestTrainGGUFMatchesHF(t *testing.T) {
 	opts := TrainOptions{Rank: 4, Alpha: 8, Steps: 3, Batch: 2, Ctx: 32, Seed: 7}
 	var dirs []string
 	for _, m := range []*Model{hf, gg} {
-		l, _, err := Train(m, tokens, opts)
+		l, _, err := Train(m, &Stream{Tokens: tokens}, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func TestTrainDeterministic(t *testing.T) {
 	m := tinyLlamaHF(t)
 	tokens := shakespeare(t, m, "shakespeare_val.txt")
 	write := func(seed uint64) []byte {
-		l, _, err := Train(m, tokens, TrainOptions{Rank: 2, Steps: 2, Batch: 2, Ctx: 16, Seed: seed})
+		l, _, err := Train(m, &Stream{Tokens: tokens}, TrainOptions{Rank: 2, Steps: 2, Batch: 2, Ctx: 16, Seed: seed})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func TestTrainQuantized(t *testing.T) {
 	m := tinyLlama(t, "q4_k_m")
 	tokens := shakespeare(t, m, "shakespeare_val.txt")[:2000]
 	opts := TrainOptions{Rank: 4, Steps: 8, Batch: 2, Ctx: 32, LR: 3e-3, Seed: 1}
-	l, logs, err := Train(m, tokens, opts)
+	l, logs, err := Train(m, &Stream{Tokens: tokens}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,14 +298,14 @@ func TestLoRABadInput(t *testing.T) {
 		{[][]int32{{1, 2, 3}, {1, 2}}, "window 1 has 2 tokens"},
 		{[][]int32{{1, 5000}}, "token 5000 at position 1"},
 	} {
-		if _, err := l.Step(c.windows); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := l.Step(c.windows, nil); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want one containing %q", c.windows, err, c.want)
 		}
 	}
 	if _, err := NewLoRA(m, 0, 4, 2, 8, 0); err == nil {
 		t.Error("rank 0 was accepted")
 	}
-	if _, _, err := Train(m, make([]int32, 5), TrainOptions{Ctx: 8}); err == nil {
+	if _, _, err := Train(m, &Stream{Tokens: make([]int32, 5)}, TrainOptions{Ctx: 8}); err == nil {
 		t.Error("5 tokens of data for windows of 9 were accepted")
 	}
 }

@@ -57,11 +57,11 @@ func (o *TrainOptions) defaults() {
 // Train fine-tunes LoRA factors on the seven projections of every layer of m with AdamW over a token stream: each
 // step takes Batch windows of Ctx+1 consecutive tokens at offsets drawn uniformly from the stream, and minimises the
 // mean next-token loss. The same options and tokens give the same factors.
-func Train(m *Model, tokens []int32, opts TrainOptions) (*LoRA, []StepLog, error) {
+func Train(m *Model, data *Stream, opts TrainOptions) (*LoRA, []StepLog, error) {
 	opts.defaults()
-	if len(tokens) < opts.Ctx+1 {
-		return nil, nil, fmt.Errorf("train: %d tokens of training data are fewer than one window of %d", len(tokens),
-			opts.Ctx+1)
+	if len(data.Tokens) < opts.Ctx+1 {
+		return nil, nil, fmt.Errorf("train: %d tokens of training data are fewer than one window of %d",
+			len(data.Tokens), opts.Ctx+1)
 	}
 	l, err := NewLoRA(m, opts.Rank, opts.Alpha, opts.Batch, opts.Ctx, opts.Seed)
 	if err != nil {
@@ -71,15 +71,14 @@ func Train(m *Model, tokens []int32, opts TrainOptions) (*LoRA, []StepLog, error
 	opt.WeightDecay = opts.WeightDecay
 	params, grads := l.Params()
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x64617461))
-	windows := make([][]int32, opts.Batch)
 	var logs []StepLog
 	for step := 1; step <= opts.Steps; step++ {
-		for i := range windows {
-			s := rng.IntN(len(tokens) - opts.Ctx)
-			windows[i] = tokens[s : s+opts.Ctx+1]
+		windows, scored, err := data.Windows(rng, opts.Batch, opts.Ctx)
+		if err != nil {
+			return nil, nil, err
 		}
 		start := time.Now()
-		loss, err := l.Step(windows)
+		loss, err := l.Step(windows, scored)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -291,7 +291,7 @@ func (d *demoTour) trainStep() (first, last, ppl float64, err error) {
 	}
 	defer m.Close()
 	tokens := m.Tokenizer.Encode(demoText, tokenizer.AddSpecial)
-	lora, log, err := train.Train(m, tokens, demoTraining)
+	lora, log, err := train.Train(m, &train.Stream{Tokens: tokens}, demoTraining)
 	if err != nil {
 		return 0, 0, 0, err
 	}

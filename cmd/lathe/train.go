@@ -64,7 +64,7 @@ func trainCommand() *cli.Command {
 				Log: func(s train.StepLog) {
 					fmt.Fprintf(w, "step %d/%d: loss %.4f, %.0f tokens/s\n", s.Step, c.Int("steps"), s.Loss, s.TokensSec)
 				}}
-			l, _, err := train.Train(m, tokens, opts)
+			l, _, err := train.Train(m, &train.Stream{Tokens: tokens}, opts)
 			if err != nil {
 				return fmt.Errorf("train: %s: %w", c.String("data"), err)
 			}
