@@ -6,7 +6,7 @@ import (
 	"math"
 	"unsafe"
 
-	"github.com/x448/float16"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // littleEndian enables the F32 fast path: on such machines the file bytes are already float32s in memory order, and
@@ -167,50 +167,14 @@ func FromFloat32(dst []byte, src []float32, t DType) error {
 	return nil
 }
 
-// f16Table maps every F16 bit pattern to its float32 value; a 256 KiB table beats bit manipulation per element.
-var f16Table = func() *[1 << 16]float32 {
-	var t [1 << 16]float32
-	for i := range t {
-		t[i] = float16.Frombits(uint16(i)).Float32()
-	}
-	return &t
-}()
-
 // F16ToFloat32 decodes len(dst) little-endian F16 values.
-func F16ToFloat32(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	done := f16ToFloat32Asm(dst, src)
-	f16ToFloat32Go(dst[done:], src[2*done:])
-}
-
-func f16ToFloat32Go(dst []float32, src []byte) {
-	for i := range dst {
-		dst[i] = f16Table[uint16(src[2*i])|uint16(src[2*i+1])<<8]
-	}
-}
+func F16ToFloat32(dst []float32, src []byte) { kernels.F16ToF32Row(dst, src) }
 
 // Float32ToF16 encodes src as little-endian F16 with IEEE round-to-nearest-even (x448/float16).
-func Float32ToF16(dst []byte, src []float32) {
-	dst = dst[:2*len(src)]
-	done := float32ToF16Asm(dst, src)
-	float32ToF16Go(dst[2*done:], src[done:])
-}
-
-func float32ToF16Go(dst []byte, src []float32) {
-	for i, v := range src {
-		h := uint16(float16.Fromfloat32(v))
-		dst[2*i] = byte(h)
-		dst[2*i+1] = byte(h >> 8)
-	}
-}
+func Float32ToF16(dst []byte, src []float32) { kernels.F32ToF16Row(dst, src) }
 
 // BF16ToFloat32 decodes len(dst) little-endian BF16 values; BF16 is the top half of a float32.
-func BF16ToFloat32(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	for i := range dst {
-		dst[i] = math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
-	}
-}
+func BF16ToFloat32(dst []float32, src []byte) { kernels.BF16ToF32Row(dst, src) }
 
 // Float32ToBF16 encodes src as little-endian BF16 exactly as ggml_compute_fp32_to_bf16 does.
 func Float32ToBF16(dst []byte, src []float32) {

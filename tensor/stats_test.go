@@ -82,15 +82,3 @@ func BenchmarkComputeStatsF32(b *testing.B) {
 		}
 	}
 }
-
-func BenchmarkFloat32ToF16(b *testing.B) {
-	src := make([]float32, 1<<20)
-	for i := range src {
-		src[i] = float32(i) * 0.001
-	}
-	dst := make([]byte, 2*len(src))
-	b.SetBytes(int64(4 * len(src)))
-	for b.Loop() {
-		Float32ToF16(dst, src)
-	}
-}

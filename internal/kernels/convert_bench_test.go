@@ -1,16 +1,10 @@
-package kernels_test
+package kernels
 
-import (
-	"testing"
+import "testing"
 
-	"github.com/lathe-ml/lathe/internal/kernels"
-	"github.com/lathe-ml/lathe/tensor"
-)
+// The conversions between float32 and the 16-bit floats. b.SetBytes counts the float32 bytes read or written.
 
-// The widening conversions against the tensor package's table-driven (F16) and scalar (BF16) loops, to decide
-// which one model loading should call. b.SetBytes counts the float32 bytes written.
-
-func benchConvert(b *testing.B, f func(dst []float32, src []byte)) {
+func benchWiden(b *testing.B, f func(dst []float32, src []byte)) {
 	const n = 1 << 16
 	src := make([]byte, 2*n)
 	for i := range src {
@@ -23,9 +17,18 @@ func benchConvert(b *testing.B, f func(dst []float32, src []byte)) {
 	}
 }
 
-func BenchmarkF16ToF32Row(b *testing.B)        { benchConvert(b, kernels.F16ToF32Row) }
-func BenchmarkTensorF16ToFloat32(b *testing.B) { benchConvert(b, tensor.F16ToFloat32) }
-func BenchmarkBF16ToF32Row(b *testing.B)       { benchConvert(b, kernels.BF16ToF32Row) }
-func BenchmarkTensorBF16ToFloat32(b *testing.B) {
-	benchConvert(b, tensor.BF16ToFloat32)
+func BenchmarkF16ToF32Row(b *testing.B)  { benchWiden(b, F16ToF32Row) }
+func BenchmarkBF16ToF32Row(b *testing.B) { benchWiden(b, BF16ToF32Row) }
+
+func BenchmarkF32ToF16Row(b *testing.B) {
+	const n = 1 << 16
+	src := make([]float32, n)
+	for i := range src {
+		src[i] = float32(i) * 0.37
+	}
+	dst := make([]byte, 2*n)
+	b.SetBytes(4 * n)
+	for b.Loop() {
+		F32ToF16Row(dst, src)
+	}
 }

@@ -1,8 +1,11 @@
 package kernels
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/x448/float16"
 )
 
 // The row primitives. Each public function checks its lengths, runs the vector kernel on the largest multiple of
@@ -114,6 +117,17 @@ func F16ToF32Row(dst []float32, src []byte) {
 	f16ToF32Go(dst[n:], src[2*n:])
 }
 
+// F32ToF16Row narrows len(src) values to little-endian IEEE half precision in dst (2 bytes each) with
+// round-to-nearest-even, as x448/float16 and VCVTPS2PH with immediate 0 (whatever MXCSR says) do.
+func F32ToF16Row(dst []byte, src []float32) {
+	dst = dst[:2*len(src)]
+	n := f16Body(len(src))
+	if n > 0 {
+		f32ToF16Vec(dst[:2*n], src[:n])
+	}
+	f32ToF16Go(dst[2*n:], src[n:])
+}
+
 // BF16ToF32Row widens len(dst) little-endian bfloat16 values from src (2 bytes each), exactly.
 func BF16ToF32Row(dst []float32, src []byte) {
 	src = src[:2*len(dst)]
@@ -221,6 +235,12 @@ func f16ToF32(h uint16) float32 {
 		e--
 	}
 	return math.Float32frombits(sign | e<<23 | (man&0x3ff)<<13)
+}
+
+func f32ToF16Go(dst []byte, src []float32) {
+	for i, v := range src {
+		binary.LittleEndian.PutUint16(dst[2*i:], float16.Fromfloat32(v).Bits())
+	}
 }
 
 func bf16ToF32Go(dst []float32, src []byte) {

@@ -34,6 +34,9 @@ func mulScaleAVX2(dst, x, w *float32, n int, s float32)
 func f16ToF32F16C(dst *float32, src *byte, n int)
 
 //go:noescape
+func f32ToF16F16C(dst *byte, src *float32, n int)
+
+//go:noescape
 func bf16ToF32AVX2(dst *float32, src *byte, n int)
 
 var hasF16C = hasAVX2 && cpu.X86.HasF16C
@@ -65,3 +68,4 @@ func siluMulVec(dst, g, u []float32)                { siluMulAVX2(&dst[0], &g[0]
 func mulScaleVec(dst, x, w []float32, s float32)    { mulScaleAVX2(&dst[0], &x[0], &w[0], len(x), s) }
 func f16ToF32Vec(dst []float32, src []byte)         { f16ToF32F16C(&dst[0], &src[0], len(dst)) }
 func bf16ToF32Vec(dst []float32, src []byte)        { bf16ToF32AVX2(&dst[0], &src[0], len(dst)) }
+func f32ToF16Vec(dst []byte, src []float32)         { f32ToF16F16C(&dst[0], &src[0], len(src)) }

@@ -366,6 +366,25 @@ f16loop:
 	VZEROUPPER
 	RET
 
+// func f32ToF16F16C(dst *byte, src *float32, n int)
+// Immediate 0 rounds to nearest even regardless of MXCSR.
+TEXT ·f32ToF16F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+
+f32f16loop:
+	VMOVUPS   (SI), Y0
+	VCVTPS2PH $0, Y0, X1
+	VMOVDQU   X1, (DI)
+	ADDQ      $32, SI
+	ADDQ      $16, DI
+	SUBQ      $8, CX
+	JNZ       f32f16loop
+
+	VZEROUPPER
+	RET
+
 // func bf16ToF32AVX2(dst *float32, src *byte, n int)
 // bfloat16 is the high half of a float32: zero-extend each 16-bit value and shift it up.
 TEXT ·bf16ToF32AVX2(SB), NOSPLIT, $0-24

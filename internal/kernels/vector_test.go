@@ -231,6 +231,31 @@ func TestF16ToF32Row(t *testing.T) {
 	}
 }
 
+// TestF32ToF16Row sweeps the float32 bit patterns with a prime stride (every exponent, varied mantissas, NaN
+// payloads, subnormals and the rounding ties between them) against x448/float16, bit for bit, on the vector path
+// and the portable one, with tails of several lengths.
+func TestF32ToF16Row(t *testing.T) {
+	const stride = 4099
+	src := make([]float32, 0, 1<<20)
+	for u := uint64(0); u < 1<<32; u += stride {
+		src = append(src, math.Float32frombits(uint32(u)))
+	}
+	for _, off := range []int{0, 3} {
+		in := src[off:]
+		dst, goDst := make([]byte, 2*len(in)), make([]byte, 2*len(in))
+		F32ToF16Row(dst, in)
+		f32ToF16Go(goDst, in)
+		for i, v := range in {
+			want := float16.Fromfloat32(v).Bits()
+			for path, out := range map[string][]byte{"F32ToF16Row": dst, "portable": goDst} {
+				if got := uint16(out[2*i]) | uint16(out[2*i+1])<<8; got != want {
+					t.Fatalf("%s: float32 %#08x → f16 %#04x, want %#04x", path, math.Float32bits(v), got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestBF16ToF32Row(t *testing.T) {
 	src := make([]byte, 2<<16)
 	for i := 0; i < 1<<16; i++ {
