@@ -53,6 +53,9 @@ type Model struct {
 	Config    Config
 	Tokenizer *tokenizer.Tokenizer
 	Path      string
+	// ChatTemplate is the Jinja chat template (GGUF tokenizer.chat_template, which a Hugging Face checkpoint's
+	// tokenizer_config.json chat_template becomes in convert's plan), or "". LoadStream recognises known ones.
+	ChatTemplate string
 	// CacheType is the precision of the keys and values new KV caches keep (see SetCacheType); F16 by default.
 	CacheType tensor.DType
 
@@ -251,6 +254,7 @@ func build(path string, md *gguf.Metadata, lookup func(string) (tensor.View, err
 	if m.Tokenizer, err = tokenizer.FromGGUF(md); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	m.ChatTemplate, _ = md.String("tokenizer.chat_template")
 	fail := func(err error) (*Model, error) { return nil, fmt.Errorf("%s: %w", path, err) }
 	if m.embd, err = loadMatrix(lookup, "token_embd.weight", -1, cfg.Embd); err != nil {
 		return fail(err)
