@@ -38,7 +38,7 @@ func (m *Module) Merge(w *spectral.Matrix) (*spectral.Matrix, error) {
 	if m.Layout != Linear {
 		return nil, fmt.Errorf("module %s: DoRA on embeddings or fan_in_fan_out layers is not supported", m.Name)
 	}
-	mag, err := spectral.FromView(withRowShape(*m.Magnitude))
+	mag, err := spectral.FromView(asMatrix(*m.Magnitude))
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +56,11 @@ func (m *Module) Merge(w *spectral.Matrix) (*spectral.Matrix, error) {
 	return merged, nil
 }
 
-// withRowShape views a vector as an n×1 matrix, so that spectral.FromView decodes it.
-func withRowShape(v tensor.View) tensor.View {
-	v.Shape = tensor.Shape{v.Shape[0], 1}
+// asMatrix views a vector (a DoRA magnitude, or a norm that modules_to_save replaces) as an n×1 matrix, so that
+// spectral.FromView decodes it; other tensors are returned as they are.
+func asMatrix(v tensor.View) tensor.View {
+	if len(v.Shape) == 1 {
+		v.Shape = tensor.Shape{v.Shape[0], 1}
+	}
 	return v
 }

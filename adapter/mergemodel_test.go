@@ -73,16 +73,8 @@ func TestMergeScaling(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var buf bytes.Buffer
-		base := memSet(t, eye, other)
-		if err := MergeSafetensors(&buf, base, a, MergeOptions{Scale: c.scale}); err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
+		out := mergedSet(t, memSet(t, eye, other), []*Adapter{a}, MergeOptions{Scale: c.scale})
 		a.Close()
-		out, err := safetensors.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-		if err != nil {
-			t.Fatal(err)
-		}
 		q, _ := out.Tensor("l.q.weight")
 		want := []float32{float32(1 + 3*c.s), float32(4 * c.s), float32(6 * c.s), float32(1 + 8*c.s)}
 		if got := decode(t, q); !equalFloats(got, want) {
@@ -142,14 +134,7 @@ func TestMergeDoRAModel(t *testing.T) {
 	w := make([]byte, 8)
 	tensor.FromFloat32(w, []float32{3, 0, 0, 4}, tensor.BF16)
 	base := memSet(t, tensor.View{Name: "l.weight", DType: tensor.BF16, Shape: tensor.Shape{2, 2}, Data: w})
-	var buf bytes.Buffer
-	if err := MergeSafetensors(&buf, base, a, MergeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	out, err := safetensors.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := mergedSet(t, base, []*Adapter{a}, MergeOptions{})
 	v, _ := out.Tensor("l.weight")
 	want := []float32{3, 0, 0.9701425001453319, 3.8805700005813275}
 	wantBF := make([]byte, 8)
@@ -240,14 +225,7 @@ func TestMergeTinyLlama(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var buf bytes.Buffer
-	if err := MergeSafetensors(&buf, base, a, MergeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := safetensors.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := mergedSet(t, base, []*Adapter{a}, MergeOptions{})
 	touched := map[string]bool{}
 	for _, m := range a.Modules {
 		touched[m.Target] = true
@@ -301,16 +279,8 @@ func TestMergeGGUFTinyLlama(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var buf bytes.Buffer
-		err = MergeGGUF(&buf, base, a, MergeOptions{})
+		got := mergedGGUF(t, base, []*Adapter{a}, MergeOptions{})
 		a.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := gguf.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-		if err != nil {
-			t.Fatal(err)
-		}
 		if got.Metadata.Len() != base.Metadata.Len() {
 			t.Errorf("%d keys, base has %d", got.Metadata.Len(), base.Metadata.Len())
 		}
@@ -382,14 +352,7 @@ func TestMergeGGUFQuantized(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	var buf bytes.Buffer
-	if err := MergeGGUF(&buf, base, a, MergeOptions{Workers: 2}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := gguf.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := mergedGGUF(t, base, []*Adapter{a}, MergeOptions{Workers: 2})
 	touched := 0
 	worstStep := 0.0
 	for _, info := range base.Tensors() {

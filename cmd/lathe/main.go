@@ -41,6 +41,7 @@ func newApp() *cli.App {
 			pruneCommand(),
 			maskCommand(),
 			mergeCommand(),
+			mergeModelsCommand(),
 			adaptersCommand(),
 			splitCommand(),
 			benchCommand(),
