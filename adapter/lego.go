@@ -41,27 +41,24 @@ func CombineLEGO(dir string, adapters []*Adapter, k int, seed uint64) error {
 	if len(adapters) == 0 {
 		return &CombineError{Err: errors.New("lego: no adapter")}
 	}
+	inputs := make([]string, len(adapters))
+	ones := make([]float64, len(adapters))
+	for i, a := range adapters {
+		inputs[i], ones[i] = a.Path, 1
+	}
+	terms, err := groupModules(adapters, ones, false)
+	if err != nil {
+		return err
+	}
 	byName := map[string][]*Module{}
-	var inputs []string
-	for _, a := range adapters {
-		inputs = append(inputs, a.Path)
-		if a.Format == GGUF {
-			return &CombineError{Adapter: a.Path, Err: errors.New("GGUF adapters are not supported (convert the PEFT original)")}
-		}
-		for j := range a.Modules {
-			m := &a.Modules[j]
-			if m.Magnitude != nil {
-				return &CombineError{Adapter: a.Path, Module: m.Name, Err: errors.New("DoRA, whose update is not a sum of rank-one units")}
-			}
-			if prev := byName[m.Name]; len(prev) > 0 && (prev[0].Layout != m.Layout || !prev[0].A.Shape[1:].Equal(m.A.Shape[1:]) || prev[0].B.Shape[0] != m.B.Shape[0]) {
-				return &CombineError{Adapter: a.Path, Module: m.Name, Err: fmt.Errorf("factors %v·%v do not match %v·%v", m.B.Shape, m.A.Shape, prev[0].B.Shape, prev[0].A.Shape)}
-			}
-			byName[m.Name] = append(byName[m.Name], m)
+	for name, ts := range terms {
+		for _, t := range ts {
+			byName[name] = append(byName[name], t.m)
 		}
 	}
 	names := slices.Sorted(maps.Keys(byName))
 	mods := make([]factored, len(names))
-	err := parallel.ForEach(len(names), parallel.Workers(0), nil, func(_, i int) error {
+	err = parallel.ForEach(len(names), parallel.Workers(0), nil, func(_, i int) error {
 		f, err := legoModule(byName[names[i]], k, seed, uint64(i))
 		if err != nil {
 			return &CombineError{Module: names[i], Err: err}
