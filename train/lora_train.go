@@ -4,16 +4,17 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
-// LoRA is a set of trainable LoRA factors on the seven projections of every layer of a model (q, k, v, o, gate, up,
-// down), with the activations and gradients of a training pass over batches of Batch sequences of Ctx tokens.
+// LoRA is a set of trainable LoRA factors on some of the seven projections of every layer of a model (q, k, v, o,
+// gate, up, down), with the activations and gradients of a training pass over batches of Batch sequences of Ctx tokens.
 // The model's weights stay frozen in their stored type.
 type LoRA struct {
-	Rank  int
-	Alpha float64
+	LoRAConfig
 
 	m      *Model
 	layers []loraLayer
@@ -39,6 +40,46 @@ func (l *loraLayer) linears() []*loraLinear {
 	return []*loraLinear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}
 }
 
+// adapted returns the projections that have factors.
+func (l *loraLayer) adapted() []*loraLinear {
+	var out []*loraLinear
+	for _, lin := range l.linears() {
+		if lin.rank > 0 {
+			out = append(out, lin)
+		}
+	}
+	return out
+}
+
+// targets returns the PEFT names of the adapted projections, in layer order (the same in every layer).
+func (l *LoRA) targets() []string {
+	var names []string
+	for j, lin := range l.layers[0].linears() {
+		if lin.rank > 0 {
+			names = append(names, targetNames[j])
+		}
+	}
+	return names
+}
+
+// project is lin.forward, or the frozen product alone when the projection has no factors.
+func project(lin *loraLinear, y, h, x []float32, n int, buf *[]float32) {
+	if lin.rank == 0 {
+		frozenForward(lin.w, y, x, n, buf)
+		return
+	}
+	lin.forward(y, h, x, n, buf)
+}
+
+// projectBack is lin.backward, or the frozen input gradient alone when the projection has no factors.
+func projectBack(lin *loraLinear, dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
+	if lin.rank == 0 {
+		frozenBackward(lin.w, dx, dy, n, buf)
+		return
+	}
+	lin.backward(dx, dy, x, h, tmp, n, buf)
+}
+
 // layerActs is what one layer's forward keeps for its backward.
 type layerActs struct {
 	xn1, rstd1, q, k, v, probs, att, x2, xn2, rstd2, g, u, h []float32
@@ -50,16 +91,71 @@ type grads struct {
 	dres, dxn, dq, dk, dv, datt, dg, du, dh, lora, scratch []float32
 }
 
-// NewLoRA puts LoRA factors of the given rank on the model's projections, initialised as PEFT does
-// (init_lora_weights=True): A from Kaiming-uniform with a=√5, i.e. U(−1/√in, 1/√in), B zero, so that training
-// starts from the base model; the update is scaled by alpha/rank. The random numbers come from seed. batch and ctx
-// size the buffers of Step: at most batch sequences of ctx tokens.
+// targetNames are the PEFT target_modules names of the projections, in the order of loraLayer.linears.
+var targetNames = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+// LoRAConfig says which projections get factors and how they are scaled.
+type LoRAConfig struct {
+	Rank  int
+	Alpha float64
+	// RSLoRA scales the update by Alpha/√Rank (rank-stabilised LoRA, PEFT's use_rslora) instead of Alpha/Rank.
+	RSLoRA bool
+	// Targets are the PEFT module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj);
+	// empty, or the single name all-linear, means all seven. The output projection is never adapted, as PEFT's
+	// all-linear leaves lm_head out.
+	Targets []string
+}
+
+// Scale is the factor of B·A in the update.
+func (c LoRAConfig) Scale() float64 {
+	if c.RSLoRA {
+		return c.Alpha / math.Sqrt(float64(c.Rank))
+	}
+	return c.Alpha / float64(c.Rank)
+}
+
+// modules returns, for each of the seven projections in loraLayer.linears order, whether it is adapted.
+func (c LoRAConfig) modules() ([]bool, error) {
+	on := make([]bool, len(targetNames))
+	if len(c.Targets) == 0 || len(c.Targets) == 1 && c.Targets[0] == "all-linear" {
+		for i := range on {
+			on[i] = true
+		}
+		return on, nil
+	}
+	for _, t := range c.Targets {
+		i := slices.Index(targetNames, t)
+		if i < 0 {
+			return nil, fmt.Errorf("train: unknown LoRA target %q (want all-linear or some of %s)", t,
+				strings.Join(targetNames, ","))
+		}
+		on[i] = true
+	}
+	return on, nil
+}
+
+// NewLoRA puts LoRA factors of the given rank, scaled by alpha/rank, on all seven projections: NewLoRAConfig with
+// those settings.
 func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*LoRA, error) {
+	return NewLoRAConfig(m, LoRAConfig{Rank: rank, Alpha: alpha}, batch, ctx, seed)
+}
+
+// NewLoRAConfig puts LoRA factors on the model's projections named by cfg.Targets, initialised as PEFT does
+// (init_lora_weights=True): A from Kaiming-uniform with a=√5, i.e. U(−1/√in, 1/√in), B zero, so that training
+// starts from the base model. The random numbers come from seed; every projection draws its A whether targeted or
+// not, so that a module's initial factors do not depend on which others are trained. batch and ctx size the
+// buffers of Step: at most batch sequences of ctx tokens.
+func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA, error) {
 	c := m.Config
+	rank := cfg.Rank
 	if rank <= 0 || batch <= 0 || ctx <= 0 {
 		return nil, fmt.Errorf("train: LoRA rank %d, batch %d and context %d must be positive", rank, batch, ctx)
 	}
-	l := &LoRA{Rank: rank, Alpha: alpha, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
+	on, err := cfg.modules()
+	if err != nil {
+		return nil, err
+	}
+	l := &LoRA{LoRAConfig: cfg, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261))
 	for i := range l.layers {
 		ml := &m.layers[i]
@@ -71,12 +167,15 @@ func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*L
 					"adapter into it first to build on it)", w.name)
 			}
 			lin := ll.linears()[j]
-			*lin = loraLinear{w: w, rank: rank, scale: float32(alpha / float64(rank)),
-				a: make([]float32, rank*w.cols), b: make([]float32, w.rows*rank),
-				da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
+			a := make([]float32, rank*w.cols)
 			bound := 1 / math.Sqrt(float64(w.cols))
-			for k := range lin.a {
-				lin.a[k] = float32((2*rng.Float64() - 1) * bound)
+			for k := range a {
+				a[k] = float32((2*rng.Float64() - 1) * bound)
+			}
+			*lin = loraLinear{w: w}
+			if on[j] {
+				*lin = loraLinear{w: w, rank: rank, scale: float32(cfg.Scale()), a: a,
+					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
 			}
 		}
 	}
@@ -110,11 +209,11 @@ func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*L
 	return l, nil
 }
 
-// Params returns the trainable tensors (A then B of each module, layer by layer) and their gradients, in the same
-// order.
+// Params returns the trainable tensors (A then B of each adapted module, layer by layer) and their gradients, in the
+// same order.
 func (l *LoRA) Params() (params, grads [][]float32) {
 	for i := range l.layers {
-		for _, lin := range l.layers[i].linears() {
+		for _, lin := range l.layers[i].adapted() {
 			params = append(params, lin.a, lin.b)
 			grads = append(grads, lin.da, lin.db)
 		}
@@ -183,6 +282,26 @@ func (l *LoRA) Loss(windows [][]int32) (float64, error) {
 	return nll / float64(count), nil
 }
 
+// ChunkLoss is the validation loss of the recorded PyTorch recipe (val_loss in
+// models/tiny-llama-a/lora-shakespeare-a/lora_log.json) with the current factors: tokens (a text tokenized with BOS)
+// are cut into non-overlapping chunks of ctx tokens, the incomplete tail dropped, each chunk's first token replaced
+// by BOS when the vocabulary adds one — llama-perplexity's chunks — and every prediction in every chunk is scored,
+// ctx-1 per chunk. ctx must not exceed the LoRA's context + 1.
+func (l *LoRA) ChunkLoss(tokens []int32, ctx int) (float64, error) {
+	n := len(tokens) / ctx
+	if ctx < 2 || n == 0 {
+		return 0, fmt.Errorf("train: %d tokens make no chunk of %d", len(tokens), ctx)
+	}
+	chunks := make([][]int32, n)
+	for i := range chunks {
+		chunks[i] = slices.Clone(tokens[i*ctx : (i+1)*ctx])
+		if l.m.Tokenizer.AddsBOS() {
+			chunks[i][0] = l.m.Tokenizer.BOS()
+		}
+	}
+	return l.Loss(chunks)
+}
+
 // Step computes the mean loss of the windows and sets the gradients (see Params) of that loss. scored, when not
 // nil, has one mask per window: scored[b][t] says whether predicting windows[b][t+1] counts toward the loss (prompt
 // tokens and padding do not); a batch with nothing scored has loss 0 and zero gradients.
@@ -228,19 +347,19 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
 		x, out := l.resid[li][:n*d], l.resid[li+1][:n*d]
 		rmsNormForward(a.xn1, a.rstd1[:n], x, ml.attnNorm, d, c.NormEps)
-		ll.q.forward(a.q, a.hq, a.xn1, n, &l.buf)
-		ll.k.forward(a.k, a.hk, a.xn1, n, &l.buf)
-		ll.v.forward(a.v, a.hv, a.xn1, n, &l.buf)
+		project(&ll.q, a.q, a.hq, a.xn1, n, &l.buf)
+		project(&ll.k, a.k, a.hk, a.xn1, n, &l.buf)
+		project(&ll.v, a.v, a.hv, a.xn1, n, &l.buf)
 		rope(a.q[:n*qDim], l.cos, l.sin, n, c.Heads, c)
 		rope(a.k[:n*kvDim], l.cos, l.sin, n, c.HeadsKV, c)
 		attentionForward(a.att, a.probs, a.q, a.k, a.v, B, T, c)
-		ll.o.forward(a.x2, a.ho, a.att, n, &l.buf)
+		project(&ll.o, a.x2, a.ho, a.att, n, &l.buf)
 		kernels.Axpy(1, x, a.x2[:n*d])
 		rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ml.ffnNorm, d, c.NormEps)
-		ll.gate.forward(a.g, a.hg, a.xn2, n, &l.buf)
-		ll.up.forward(a.u, a.hu, a.xn2, n, &l.buf)
+		project(&ll.gate, a.g, a.hg, a.xn2, n, &l.buf)
+		project(&ll.up, a.u, a.hu, a.xn2, n, &l.buf)
 		kernels.SiLUMul(a.h[:n*c.FF], a.g[:n*c.FF], a.u[:n*c.FF])
-		ll.down.forward(out, a.hd, a.h, n, &l.buf)
+		project(&ll.down, out, a.hd, a.h, n, &l.buf)
 		kernels.Axpy(1, a.x2[:n*d], out)
 	}
 	rmsNormForward(l.xnf, l.rstdf[:n], l.resid[len(m.layers)][:n*d], m.outNorm, d, c.NormEps)
@@ -254,7 +373,7 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 	m, c, g := l.m, l.m.Config, &l.g
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	for i := range l.layers {
-		for _, lin := range l.layers[i].linears() {
+		for _, lin := range l.layers[i].adapted() {
 			clear(lin.da)
 			clear(lin.db)
 		}
@@ -270,16 +389,16 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		// dres is the gradient of the layer's output, which is x2 + down(h).
 		dh, dgt, du := g.dh[:n*c.FF], g.dg[:n*c.FF], g.du[:n*c.FF]
 		clear(dh)
-		ll.down.backward(dh, dres, a.h, a.hd, g.lora, n, &l.buf)
+		projectBack(&ll.down, dh, dres, a.h, a.hd, g.lora, n, &l.buf)
 		swigluBackward(dgt, du, dh, a.g[:n*c.FF], a.u[:n*c.FF])
 		clear(dxn)
-		ll.gate.backward(dxn, dgt, a.xn2, a.hg, g.lora, n, &l.buf)
-		ll.up.backward(dxn, du, a.xn2, a.hu, g.lora, n, &l.buf)
+		projectBack(&ll.gate, dxn, dgt, a.xn2, a.hg, g.lora, n, &l.buf)
+		projectBack(&ll.up, dxn, du, a.xn2, a.hu, g.lora, n, &l.buf)
 		rmsNormBackward(dres, dxn, a.x2, ml.ffnNorm, a.rstd2[:n], d)
 		// dres is now the gradient of x2 = x + o(att).
 		datt := g.datt[:n*qDim]
 		clear(datt)
-		ll.o.backward(datt, dres, a.att, a.ho, g.lora, n, &l.buf)
+		projectBack(&ll.o, datt, dres, a.att, a.ho, g.lora, n, &l.buf)
 		dq, dk, dv := g.dq[:n*qDim], g.dk[:n*kvDim], g.dv[:n*kvDim]
 		clear(dk)
 		clear(dv)
@@ -287,9 +406,9 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		ropeBackward(dq, l.cos, l.negSin, n, c.Heads, c)
 		ropeBackward(dk, l.cos, l.negSin, n, c.HeadsKV, c)
 		clear(dxn)
-		ll.q.backward(dxn, dq, a.xn1, a.hq, g.lora, n, &l.buf)
-		ll.k.backward(dxn, dk, a.xn1, a.hk, g.lora, n, &l.buf)
-		ll.v.backward(dxn, dv, a.xn1, a.hv, g.lora, n, &l.buf)
+		projectBack(&ll.q, dxn, dq, a.xn1, a.hq, g.lora, n, &l.buf)
+		projectBack(&ll.k, dxn, dk, a.xn1, a.hk, g.lora, n, &l.buf)
+		projectBack(&ll.v, dxn, dv, a.xn1, a.hv, g.lora, n, &l.buf)
 		rmsNormBackward(dres, dxn, l.resid[li], ml.attnNorm, a.rstd1[:n], d)
 	}
 }

@@ -3,6 +3,7 @@ package train
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,23 +18,62 @@ import (
 
 // TrainOptions configures Train. Zero values take the defaults in brackets.
 type TrainOptions struct {
-	Rank        int     // LoRA rank [8]
-	Alpha       float64 // LoRA alpha; the update is scaled by Alpha/Rank [16]
-	Steps       int     // optimizer steps [100]
-	LR          float64 // AdamW learning rate, constant [1e-3]
-	WeightDecay float64 // AdamW decoupled weight decay [0]
-	Batch       int     // windows per step [8]
-	Ctx         int     // tokens per window that are predicted from; a window holds Ctx+1 tokens [256]
-	Seed        uint64  // seeds the LoRA initialisation and the choice of windows
-	// Log, if set, is called after every step.
+	Rank    int      // LoRA rank [8]
+	Alpha   float64  // LoRA alpha; the update is scaled by Alpha/Rank [16]
+	RSLoRA  bool     // scale the update by Alpha/√Rank instead (rsLoRA)
+	Targets []string // projections to adapt, by PEFT module name (q_proj, …, down_proj) [all seven]
+	Steps   int      // optimizer steps [100]
+	LR      float64  // AdamW peak learning rate [1e-3]
+	// Schedule shapes the learning rate over the steps [Constant], after WarmupSteps steps of linear warmup.
+	Schedule    Schedule
+	WarmupSteps int
+	WeightDecay float64 // AdamW decoupled weight decay (torch.optim.AdamW's default is 0.01) [0]
+	// MaxGradNorm clips the gradient to this global L2 norm before each update, as torch.nn.utils.clip_grad_norm_;
+	// 0 does not clip.
+	MaxGradNorm float64
+	// GradAccum is the number of micro-batches of Batch windows per optimizer step [1]. The gradient is the mean of
+	// the micro-batches' gradients of their own mean losses, as the Hugging Face Trainer accumulates (each
+	// micro-batch loss divided by GradAccum): a micro-batch with few scored tokens weighs as much as a full one.
+	GradAccum int
+	Batch     int    // windows per micro-batch [8]
+	Ctx       int    // tokens per window that are predicted from; a window holds Ctx+1 tokens [256]
+	Seed      uint64 // seeds the LoRA initialisation and the choice of windows
+
+	// Val, if set, is validation text already tokenized (with BOS). Its loss (see LoRA.ChunkLoss, with chunks of
+	// Ctx tokens) is computed before the first step, every EvalEvery steps and after the last.
+	Val       []int32
+	EvalEvery int
+
+	// Checkpoint, if set, is a directory where the complete training state is saved every SaveEvery steps, so that
+	// a run given ResumeFrom continues to the same result as an uninterrupted run.
+	Checkpoint string
+	SaveEvery  int
+	ResumeFrom string // a Checkpoint directory of an earlier run with the same options and data
+
+	// Log, if set, is called after every step, and at step 0 with the validation loss before training.
 	Log func(StepLog)
 }
 
-// StepLog is the record of one training step.
+// StepLog is the record of one training step. Step 0 carries only the validation loss before training.
 type StepLog struct {
-	Step      int     `json:"step"`
-	Loss      float64 `json:"loss"` // mean loss of the step's batch, before the update
-	TokensSec float64 `json:"tokens_per_s"`
+	Step      int      `json:"step"`
+	Loss      float64  `json:"loss"` // mean loss of the step's micro-batches, before the update
+	LR        float64  `json:"lr"`   // learning rate of the update
+	GradNorm  float64  `json:"grad_norm"`
+	TokensSec float64  `json:"tokens_per_s"`
+	ValLoss   *float64 `json:"val_loss,omitempty"`
+}
+
+// MarshalJSON writes step 0 as its step and validation loss alone: there is no training loss to report yet.
+func (s StepLog) MarshalJSON() ([]byte, error) {
+	if s.Step == 0 {
+		return json.Marshal(struct {
+			Step    int      `json:"step"`
+			ValLoss *float64 `json:"val_loss,omitempty"`
+		}{0, s.ValLoss})
+	}
+	type plain StepLog // without this method
+	return json.Marshal(plain(s))
 }
 
 func (o *TrainOptions) defaults() {
@@ -46,54 +86,219 @@ func (o *TrainOptions) defaults() {
 	def(&o.Steps, 100)
 	def(&o.Batch, 8)
 	def(&o.Ctx, 256)
+	def(&o.GradAccum, 1)
 	if o.Alpha == 0 {
 		o.Alpha = 16
 	}
 	if o.LR == 0 {
 		o.LR = 1e-3
 	}
+	if o.Schedule == "" {
+		o.Schedule = Constant
+	}
 }
 
-// Train fine-tunes LoRA factors on the seven projections of every layer of m with AdamW over a token stream: each
-// step takes Batch windows of Ctx+1 consecutive tokens at offsets drawn uniformly from the stream, and minimises the
-// mean next-token loss. The same options and tokens give the same factors.
+func (o *TrainOptions) check() error {
+	if _, err := ParseSchedule(string(o.Schedule)); err != nil {
+		return err
+	}
+	for _, v := range []struct {
+		name   string
+		n, min int
+	}{{"rank", o.Rank, 1}, {"steps", o.Steps, 1}, {"batch", o.Batch, 1}, {"ctx", o.Ctx, 1},
+		{"grad-accum", o.GradAccum, 1}, {"warmup-steps", o.WarmupSteps, 0}, {"eval-every", o.EvalEvery, 0},
+		{"save-every", o.SaveEvery, 0}} {
+		if v.n < v.min {
+			return fmt.Errorf("train: %s %d: must be at least %d", v.name, v.n, v.min)
+		}
+	}
+	if o.MaxGradNorm < 0 || o.WeightDecay < 0 || o.LR < 0 {
+		return fmt.Errorf("train: learning rate %g, weight decay %g and max grad norm %g must not be negative",
+			o.LR, o.WeightDecay, o.MaxGradNorm)
+	}
+	if o.SaveEvery > 0 && o.Checkpoint == "" {
+		return fmt.Errorf("train: saving every %d steps needs a checkpoint directory", o.SaveEvery)
+	}
+	return nil
+}
+
+// Train fine-tunes LoRA factors on the targeted projections of every layer of m with AdamW over a token stream:
+// each step takes GradAccum micro-batches of Batch windows of Ctx+1 consecutive tokens at offsets drawn uniformly
+// from the stream, and lowers their mean next-token loss. The same options and tokens give the same factors,
+// whatever the thread count, and a run resumed from a checkpoint gives the factors of an uninterrupted one.
 func Train(m *Model, data *Stream, opts TrainOptions) (*LoRA, []StepLog, error) {
 	opts.defaults()
+	if err := opts.check(); err != nil {
+		return nil, nil, err
+	}
 	if len(data.Tokens) < opts.Ctx+1 {
 		return nil, nil, fmt.Errorf("train: %d tokens of training data are fewer than one window of %d",
 			len(data.Tokens), opts.Ctx+1)
 	}
-	l, err := NewLoRA(m, opts.Rank, opts.Alpha, opts.Batch, opts.Ctx, opts.Seed)
+	t, err := newTrainer(m, data, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	opt := NewAdamW(opts.LR)
-	opt.WeightDecay = opts.WeightDecay
-	params, grads := l.Params()
-	rng := rand.New(rand.NewPCG(opts.Seed, 0x64617461))
+	if opts.ResumeFrom != "" {
+		if err := t.restore(opts.ResumeFrom); err != nil {
+			return nil, nil, err
+		}
+	}
 	var logs []StepLog
-	for step := 1; step <= opts.Steps; step++ {
-		windows, scored, err := data.Windows(rng, opts.Batch, opts.Ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		start := time.Now()
-		loss, err := l.Step(windows, scored)
-		if err != nil {
-			return nil, nil, err
-		}
-		opt.Step(params, grads)
-		rec := StepLog{Step: step, Loss: loss,
-			TokensSec: float64(opts.Batch*opts.Ctx) / time.Since(start).Seconds()}
+	emit := func(rec StepLog) {
 		logs = append(logs, rec)
 		if opts.Log != nil {
 			opts.Log(rec)
 		}
 	}
-	return l, logs, nil
+	validate := func() (*float64, error) {
+		v, err := t.lora.ChunkLoss(opts.Val, opts.Ctx)
+		if err != nil {
+			return nil, fmt.Errorf("train: validation: %w", err)
+		}
+		return &v, nil
+	}
+	if opts.Val != nil && t.step == 0 {
+		v, err := validate()
+		if err != nil {
+			return nil, nil, err
+		}
+		emit(StepLog{ValLoss: v})
+	}
+	for t.step < opts.Steps {
+		rec, err := t.next()
+		if err != nil {
+			return nil, nil, err
+		}
+		if opts.Val != nil && (t.step == opts.Steps || opts.EvalEvery > 0 && t.step%opts.EvalEvery == 0) {
+			if rec.ValLoss, err = validate(); err != nil {
+				return nil, nil, err
+			}
+		}
+		if opts.SaveEvery > 0 && t.step%opts.SaveEvery == 0 {
+			if err := t.save(opts.Checkpoint); err != nil {
+				return nil, nil, err
+			}
+		}
+		emit(rec)
+	}
+	return t.lora, logs, nil
 }
 
-// peftModules are the Hugging Face module names of the projections, in the order of loraLayer.linears.
+// trainer is the state of a run between steps: everything a checkpoint holds.
+type trainer struct {
+	opts   TrainOptions
+	data   *Stream
+	lora   *LoRA
+	opt    *AdamW
+	pcg    *rand.PCG
+	rng    *rand.Rand
+	params [][]float32
+	own    [][]float32 // the gradients LoRA.Step sets
+	grads  [][]float32 // the gradient the update uses: own, or acc when accumulating
+	acc    [][]float32
+	step   int
+}
+
+func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
+	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets},
+		opts.Batch, opts.Ctx, opts.Seed)
+	if err != nil {
+		return nil, err
+	}
+	t := &trainer{opts: opts, data: data, lora: l, opt: NewAdamW(opts.LR), pcg: rand.NewPCG(opts.Seed, 0x64617461)}
+	t.opt.WeightDecay = opts.WeightDecay
+	t.rng = rand.New(t.pcg)
+	t.params, t.own = l.Params()
+	t.grads = t.own
+	if opts.GradAccum > 1 {
+		t.acc = make([][]float32, len(t.grads))
+		for i, g := range t.grads {
+			t.acc[i] = make([]float32, len(g))
+		}
+		t.grads = t.acc
+	}
+	return t, nil
+}
+
+// next runs one optimizer step.
+func (t *trainer) next() (StepLog, error) {
+	start := time.Now()
+	loss, err := t.gradients()
+	if err != nil {
+		return StepLog{}, err
+	}
+	norm := gradNorm(t.grads)
+	if t.opts.MaxGradNorm > 0 {
+		clipGrads(t.grads, norm, t.opts.MaxGradNorm)
+	}
+	t.step++
+	t.opt.LR = t.opts.LR * t.opts.Schedule.Factor(t.step, t.opts.Steps, t.opts.WarmupSteps)
+	t.opt.Step(t.params, t.grads)
+	tokens := t.opts.GradAccum * t.opts.Batch * t.opts.Ctx
+	return StepLog{Step: t.step, Loss: loss, LR: t.opt.LR, GradNorm: norm,
+		TokensSec: float64(tokens) / time.Since(start).Seconds()}, nil
+}
+
+// gradients draws GradAccum micro-batches and leaves in t.grads the mean of their loss gradients; it returns the
+// mean of their losses.
+func (t *trainer) gradients() (float64, error) {
+	k := t.opts.GradAccum
+	inv := float32(1 / float64(k))
+	var loss float64
+	for i := range k {
+		windows, scored, err := t.data.Windows(t.rng, t.opts.Batch, t.opts.Ctx)
+		if err != nil {
+			return 0, err
+		}
+		l, err := t.lora.Step(windows, scored)
+		if err != nil {
+			return 0, err
+		}
+		loss += l / float64(k)
+		if k == 1 {
+			break
+		}
+		for j, g := range t.own {
+			acc := t.acc[j]
+			if i == 0 {
+				clear(acc)
+			}
+			for n, v := range g {
+				acc[n] += v * inv
+			}
+		}
+	}
+	return loss, nil
+}
+
+// gradNorm is the L2 norm of all gradients together, the total_norm of torch.nn.utils.clip_grad_norm_.
+func gradNorm(grads [][]float32) float64 {
+	var sum float64
+	for _, g := range grads {
+		for _, v := range g {
+			sum += float64(v) * float64(v)
+		}
+	}
+	return math.Sqrt(sum)
+}
+
+// clipGrads scales the gradients, whose global norm is norm, as torch.nn.utils.clip_grad_norm_ does: by
+// max/(norm+1e-6) when that is below 1.
+func clipGrads(grads [][]float32, norm, maxNorm float64) {
+	coef := maxNorm / (norm + 1e-6)
+	if coef >= 1 {
+		return
+	}
+	c := float32(coef)
+	for _, g := range grads {
+		for i := range g {
+			g[i] *= c
+		}
+	}
+}
+
+// peftModules are the Hugging Face module paths of the projections, in the order of loraLayer.linears.
 var peftModules = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
 
@@ -104,6 +309,9 @@ func (l *LoRA) WritePEFT(dir string) error {
 	var views []tensor.View
 	for i := range l.layers {
 		for j, lin := range l.layers[i].linears() {
+			if lin.rank == 0 {
+				continue
+			}
 			b := lin.b
 			if heads := l.m.rotaryHeads(lin.w.name); heads > 0 && !l.m.Config.RopeNeoX {
 				hf := make([]float32, len(b))
@@ -123,10 +331,10 @@ func (l *LoRA) WritePEFT(dir string) error {
 		"r":                       l.Rank,
 		"lora_alpha":              l.Alpha,
 		"lora_dropout":            0.0,
-		"target_modules":          []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+		"target_modules":          l.targets(),
 		"bias":                    "none",
 		"fan_in_fan_out":          false,
-		"use_rslora":              false,
+		"use_rslora":              l.RSLoRA,
 		"use_dora":                false,
 		"init_lora_weights":       true,
 		"rank_pattern":            map[string]int{},

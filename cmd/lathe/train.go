@@ -1,79 +1,247 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
-	"runtime"
+	"path/filepath"
+	"strings"
+	"time"
 
-	"github.com/lathe-ml/lathe/tokenizer"
+	"github.com/lathe-ml/lathe/adapter"
+	"github.com/lathe-ml/lathe/modelfile"
+	"github.com/lathe-ml/lathe/tensor"
 	"github.com/lathe-ml/lathe/train"
+	"github.com/lathe-ml/lathe/train/lossplot"
 	"github.com/urfave/cli/v2"
 )
 
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "fine-tune a LoRA adapter on a text file",
+		Usage:     "fine-tune a LoRA adapter on a text or JSONL dataset",
 		ArgsUsage: "MODEL",
 		Description: "MODEL is a GGUF file (any weight type: quantized weights are decoded on the fly, QLoRA-style) or a\n" +
-			"Hugging Face model directory. The text is tokenized once with BOS; each step takes --batch windows of\n" +
-			"--ctx+1 consecutive tokens at random offsets and lowers their mean next-token loss with AdamW at a\n" +
-			"constant learning rate. LoRA factors go on q, k, v, o, gate, up and down of every layer (A\n" +
-			"Kaiming-uniform, B zero, scale alpha/rank, as PEFT initialises them). The result is a PEFT adapter\n" +
-			"directory, which lathe eval --adapter, PEFT and lathe adapters convert read. The same flags and data give\n" +
-			"the same adapter.",
+			"Hugging Face model directory. --data is a text file (tokenized once with BOS) or JSONL/JSON records, each\n" +
+			"sample BOS + text + EOS with prompts left out of the loss (docs/training-data.md); each step takes --grad-accum micro-batches\n" +
+			"of --batch windows of --ctx+1 consecutive tokens at random offsets and lowers their mean next-token loss\n" +
+			"with AdamW (torch.optim.AdamW; the gradient is the mean of the micro-batches' gradients, as the Hugging Face\n" +
+			"Trainer accumulates), optionally clipped to --max-grad-norm, at a learning rate shaped by --lr-schedule\n" +
+			"after --warmup-steps (transformers' get_scheduler formulas). LoRA factors go on the --target projections of\n" +
+			"every layer (A Kaiming-uniform, B zero, scale alpha/rank or alpha/√rank with --rslora, as PEFT). --val is\n" +
+			"scored before training, every --eval-every steps and at the end: the mean loss over non-overlapping chunks\n" +
+			"of --ctx tokens, BOS first. --save-every writes the whole training state to --checkpoint atomically; --resume\n" +
+			"continues such a run, with the same flags, to the bytes an uninterrupted run writes. The result is a PEFT\n" +
+			"adapter directory (and, if asked, a llama.cpp GGUF adapter and a merged model). The same flags and data\n" +
+			"give the same bytes, whatever --threads.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "data", Required: true, Usage: "training text file"},
+			&cli.StringFlag{Name: "data", Required: true,
+				Usage: "training data: a text file, or JSONL/JSON records (text, prompt/completion, alpaca, chat messages)"},
+			&cli.StringFlag{Name: "data-format", Value: "auto", Usage: "format of --data and --val: auto, text, jsonl or json"},
+			&cli.StringFlag{Name: "chat-template",
+				Usage: "render chat records with this template (" + strings.Join(train.ChatTemplateNames(), ", ") + ") instead of the model's"},
+			&cli.BoolFlag{Name: "train-on-prompt", Usage: "score prompts and non-assistant turns too"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "adapter directory to write"},
 			&cli.IntFlag{Name: "rank", Value: 8, Usage: "LoRA rank"},
 			&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (the update is scaled by alpha/rank)"},
+			&cli.BoolFlag{Name: "rslora", Usage: "scale the update by alpha/√rank (rank-stabilised LoRA)"},
+			&cli.StringFlag{Name: "target", Value: "all-linear",
+				Usage: "projections to adapt: all-linear or a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
 			&cli.IntFlag{Name: "steps", Value: 100, Usage: "optimizer steps"},
-			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "AdamW learning rate"},
-			&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW decoupled weight decay"},
-			&cli.IntFlag{Name: "batch", Value: 8, Usage: "windows per step"},
+			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "AdamW peak learning rate"},
+			&cli.StringFlag{Name: "lr-schedule", Value: "constant", Usage: "constant, linear or cosine"},
+			&cli.IntFlag{Name: "warmup-steps", Usage: "steps of linear learning-rate warmup"},
+			&cli.Float64Flag{Name: "weight-decay", Value: 0.01, Usage: "AdamW decoupled weight decay (torch's default)"},
+			&cli.Float64Flag{Name: "max-grad-norm", Usage: "clip the gradient to this global L2 norm (0: no clipping)"},
+			&cli.IntFlag{Name: "grad-accum", Value: 1, Usage: "micro-batches per optimizer step"},
+			&cli.IntFlag{Name: "batch", Value: 8, Usage: "windows per micro-batch"},
 			&cli.IntFlag{Name: "ctx", Value: 256, Usage: "tokens per window"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the initialisation and of the window offsets"},
+			&cli.StringFlag{Name: "val", Usage: "validation data, in the format of --data (every token is scored)"},
+			&cli.IntFlag{Name: "eval-every", Usage: "score --val every N steps (besides before and after training)"},
+			&cli.StringFlag{Name: "log", Usage: "write one JSON object per step to this file (JSON Lines)"},
+			&cli.StringFlag{Name: "plot", Usage: "draw the loss curves to this .svg or .png file"},
+			&cli.StringFlag{Name: "checkpoint", Usage: "directory for checkpoints"},
+			&cli.IntFlag{Name: "save-every", Usage: "write a checkpoint every N steps"},
+			&cli.StringFlag{Name: "resume", Usage: "continue the run whose checkpoint directory this is"},
+			&cli.StringFlag{Name: "gguf-out", Usage: "also write the adapter as a llama.cpp LoRA GGUF file"},
+			&cli.StringFlag{Name: "merge-out", Usage: "also write MODEL with the adapter merged (one file of MODEL's format)"},
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("train: expected MODEL, got %d arguments", c.NArg())
 			}
-			if n := c.Int("threads"); n > 0 {
-				runtime.GOMAXPROCS(n)
-			}
-			for _, f := range []string{"rank", "steps", "batch", "ctx"} {
+			for _, f := range []string{"rank", "steps", "batch", "ctx", "grad-accum"} {
 				if c.Int(f) <= 0 {
 					return fmt.Errorf("train: --%s %d: must be positive", f, c.Int(f))
 				}
 			}
-			m, err := train.Open(c.Args().Get(0))
+			for _, f := range []string{"warmup-steps", "eval-every", "save-every"} {
+				if c.Int(f) < 0 {
+					return fmt.Errorf("train: --%s %d: must not be negative", f, c.Int(f))
+				}
+			}
+			if c.Int("save-every") > 0 && c.String("checkpoint") == "" {
+				return fmt.Errorf("train: --save-every needs --checkpoint DIR")
+			}
+			schedule, err := train.ParseSchedule(c.String("lr-schedule"))
+			if err != nil {
+				return fmt.Errorf("train: --lr-schedule: %w", err)
+			}
+			modelPath := c.Args().Get(0)
+			m, err := train.Open(modelPath)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			text, err := os.ReadFile(c.String("data"))
+			data, err := loadStream(c, m, c.String("data"))
 			if err != nil {
 				return err
 			}
-			tokens := m.Tokenizer.Encode(string(text), tokenizer.AddSpecial)
-			w := c.App.ErrWriter
-			opts := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), Steps: c.Int("steps"),
-				LR: c.Float64("lr"), WeightDecay: c.Float64("weight-decay"), Batch: c.Int("batch"),
-				Ctx: c.Int("ctx"), Seed: c.Uint64("seed"),
-				Log: func(s train.StepLog) {
-					fmt.Fprintf(w, "step %d/%d: loss %.4f, %.0f tokens/s\n", s.Step, c.Int("steps"), s.Loss, s.TokensSec)
-				}}
-			l, _, err := train.Train(m, &train.Stream{Tokens: tokens}, opts)
+			opts := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), RSLoRA: c.Bool("rslora"),
+				Targets: strings.Split(c.String("target"), ","), Steps: c.Int("steps"), LR: c.Float64("lr"),
+				Schedule: schedule, WarmupSteps: c.Int("warmup-steps"), WeightDecay: c.Float64("weight-decay"),
+				MaxGradNorm: c.Float64("max-grad-norm"), GradAccum: c.Int("grad-accum"), Batch: c.Int("batch"),
+				Ctx: c.Int("ctx"), Seed: c.Uint64("seed"), EvalEvery: c.Int("eval-every"),
+				Checkpoint: c.String("checkpoint"), SaveEvery: c.Int("save-every"), ResumeFrom: c.String("resume")}
+			if v := c.String("val"); v != "" {
+				val, err := loadStream(c, m, v)
+				if err != nil {
+					return err
+				}
+				opts.Val = val.Tokens
+			}
+			var logOut *output
+			var enc *json.Encoder
+			if p := c.String("log"); p != "" {
+				if logOut, err = createOutput(p, false, modelPath, c.String("data")); err != nil {
+					return err
+				}
+				defer logOut.abort()
+				enc = json.NewEncoder(logOut)
+			}
+			show := !quiet && isTerminal(os.Stderr)
+			start, first := time.Now(), 0
+			opts.Log = func(s train.StepLog) {
+				if enc != nil {
+					enc.Encode(s) // a write error surfaces at commit
+				}
+				if !show || s.Step == 0 {
+					return
+				}
+				if first == 0 { // a resumed run starts past step 1
+					first = s.Step
+				}
+				done := s.Step - first + 1
+				eta := time.Since(start) / time.Duration(done) * time.Duration(opts.Steps-s.Step)
+				fmt.Fprintf(os.Stderr, "\r\033[Kstep %d/%d  loss %.4f  %.0f tokens/s  ETA %s", s.Step, opts.Steps,
+					s.Loss, s.TokensSec, eta.Round(time.Second))
+				if s.Step == opts.Steps {
+					fmt.Fprint(os.Stderr, "\r\033[K")
+				}
+			}
+			l, logs, err := train.Train(m, data, opts)
 			if err != nil {
 				return fmt.Errorf("train: %s: %w", c.String("data"), err)
 			}
-			if err := l.WritePEFT(c.String("output")); err != nil {
+			out := c.String("output")
+			if err := l.WritePEFT(out); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "wrote %s (rank %d, alpha %g, %d steps on %d tokens)\n", c.String("output"),
-				opts.Rank, opts.Alpha, opts.Steps, len(tokens))
+			if logOut != nil {
+				if err := logOut.commit(); err != nil {
+					return err
+				}
+			}
+			if p := c.String("plot"); p != "" {
+				pl, err := lossplot.Plot(filepath.Base(out), logs)
+				if err != nil {
+					return err
+				}
+				if err := lossplot.Save(pl, p); err != nil {
+					return err
+				}
+			}
+			if err := adapterOutputs(c, modelPath, out); err != nil {
+				return err
+			}
+			summary := fmt.Sprintf("wrote %s (rank %d, alpha %g, %d steps on %d tokens", out, opts.Rank,
+				opts.Alpha, opts.Steps, len(data.Tokens))
+			if len(logs) > 0 {
+				last := logs[len(logs)-1]
+				summary += fmt.Sprintf("; last batch loss %.4f", last.Loss)
+				if last.ValLoss != nil {
+					summary += fmt.Sprintf(", validation loss %.4f", *last.ValLoss)
+				}
+			}
+			fmt.Fprintln(c.App.Writer, summary+")")
 			return nil
 		},
 	}
+}
+
+// loadStream reads a training or validation file into a token stream with its loss mask (train.LoadStream; see
+// docs/training-data.md).
+func loadStream(c *cli.Context, m *train.Model, path string) (*train.Stream, error) {
+	template := m.ChatTemplate
+	if name := c.String("chat-template"); name != "" {
+		template = name
+	}
+	s, _, err := train.LoadStream(path, m.Tokenizer, train.DataOptions{Format: c.String("data-format"),
+		ChatTemplate: template, TrainOnPrompt: c.Bool("train-on-prompt")})
+	return s, err
+}
+
+// adapterOutputs writes --gguf-out (the adapter as llama.cpp loads it) and --merge-out (the model with the adapter
+// merged) from the PEFT directory written.
+func adapterOutputs(c *cli.Context, modelPath, dir string) error {
+	ggufOut, mergeOut := c.String("gguf-out"), c.String("merge-out")
+	if ggufOut == "" && mergeOut == "" {
+		return nil
+	}
+	a, err := adapter.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if ggufOut != "" {
+		base, err := adapter.OpenGGUFBase(modelPath)
+		if err != nil {
+			return fmt.Errorf("train: --gguf-out: %w", err)
+		}
+		o, err := createOutput(ggufOut, false, modelPath)
+		if err != nil {
+			return err
+		}
+		defer o.abort()
+		if err := a.WriteGGUF(o, base, adapter.GGUFOptions{Type: tensor.F32}); err != nil {
+			return fmt.Errorf("train: --gguf-out: %w", err)
+		}
+		if err := o.commit(); err != nil {
+			return err
+		}
+	}
+	if mergeOut != "" {
+		base, err := modelfile.Open(modelPath)
+		if err != nil {
+			return err
+		}
+		defer base.Close()
+		o, err := createOutput(mergeOut, false, base.Files...)
+		if err != nil {
+			return err
+		}
+		defer o.abort()
+		if base.GGUF != nil {
+			err = adapter.MergeGGUF(o, base.GGUF, a, adapter.MergeOptions{Scale: 1})
+		} else {
+			err = adapter.MergeSafetensors(o, base.Safetensors, a, adapter.MergeOptions{Scale: 1})
+		}
+		if err != nil {
+			return fmt.Errorf("train: --merge-out: %w", err)
+		}
+		return o.commit()
+	}
+	return nil
 }
