@@ -2,6 +2,7 @@ package train
 
 import (
 	"math"
+	"sync/atomic"
 
 	"github.com/lathe-ml/lathe/internal/kernels"
 )
@@ -47,76 +48,89 @@ func ropeBackward(dx, cos, negSin []float32, n, heads int, c Config) {
 }
 
 // attentionForward is causal grouped-query attention over B sequences of T rows each: per sequence and head,
-// P = softmax(q·kᵀ·scale) over the visible prefix of each row (kept in probs, B·Heads·T·T values) and out = P·v.
+// P = softmax(q·kᵀ·scale) over the visible prefix of each row (kept in probs, B·Heads·T·T values, zero where
+// masked) and out = P·v. Queries go in blocks of queryBlock rows against only the keys the block's last row sees,
+// so the products skip most of the masked half of P.
 func attentionForward(out, probs, q, k, v []float32, B, T int, c Config) {
 	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
 	group := H / c.HeadsKV
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	parallel(B*H, func(lo, hi int) {
-		for u := lo; u < hi; u++ {
-			b, h := u/H, u%H
-			qo, ko := b*T*qDim+h*hd, b*T*kvDim+(h/group)*hd
-			p := probs[u*T*T : (u+1)*T*T]
-			kernels.Sgemm(false, true, T, T, hd, scale, q[qo:], qDim, k[ko:], kvDim, 0, p, T)
-			for t := range T {
-				kernels.SoftmaxRow(p[t*T : t*T+t+1])
-				clear(p[t*T+t+1 : (t+1)*T])
+	parallelUnits(B*H, func(_, u int) {
+		b, h := u/H, u%H
+		qo, ko := b*T*qDim+h*hd, b*T*kvDim+(h/group)*hd
+		p := probs[u*T*T : (u+1)*T*T]
+		for t0 := 0; t0 < T; t0 += queryBlock {
+			nq := min(queryBlock, T-t0)
+			L := t0 + nq
+			pb := p[t0*T:]
+			kernels.SgemmSerial(false, true, nq, L, hd, scale, q[qo+t0*qDim:], qDim, k[ko:], kvDim, 0, pb, T)
+			for t := range nq {
+				row := pb[t*T : (t+1)*T]
+				kernels.SoftmaxRow(row[:t0+t+1])
+				clear(row[t0+t+1:])
 			}
-			kernels.Sgemm(false, false, T, hd, T, 1, p, T, v[ko:], kvDim, 0, out[qo:], qDim)
+			kernels.SgemmSerial(false, false, nq, hd, L, 1, pb, T, v[ko:], kvDim, 0, out[qo+t0*qDim:], qDim)
 		}
 	})
 }
 
 // attentionBackward sets dq and adds to dk and dv the gradients of attentionForward given dout. With dP = dout·vᵀ,
 // the softmax gives dS = P⊙(dP − rowsum(P⊙dP)) (zero where masked, since P is), then dq = scale·dS·k,
-// dk += scale·dSᵀ·q, dv += Pᵀ·dout. Heads of one key/value group run on one thread, as they add into the same dk
-// and dv. scratch holds Threads()·T·T values.
+// dk += scale·dSᵀ·q, dv += Pᵀ·dout. Like the forward pass it goes by blocks of queries, each against the keys it
+// sees. Heads of one key/value group run on one thread, in order, as they add into the same dk and dv. scratch
+// holds Threads()·T·T values.
 func attentionBackward(dq, dk, dv, dout, probs, q, k, v, scratch []float32, B, T int, c Config) {
 	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
 	group := H / c.HeadsKV
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	parallelIndexed(B*c.HeadsKV, func(worker, lo, hi int) {
+	parallelUnits(B*c.HeadsKV, func(worker, u int) {
 		dp := scratch[worker*T*T : (worker+1)*T*T]
-		for u := lo; u < hi; u++ {
-			b, g := u/c.HeadsKV, u%c.HeadsKV
-			ko := b*T*kvDim + g*hd
-			for h := g * group; h < (g+1)*group; h++ {
-				qo := b*T*qDim + h*hd
-				p := probs[(b*H+h)*T*T : (b*H+h+1)*T*T]
-				kernels.Sgemm(false, true, T, T, hd, 1, dout[qo:], qDim, v[ko:], kvDim, 0, dp, T)
-				kernels.Sgemm(true, false, T, hd, T, 1, p, T, dout[qo:], qDim, 1, dv[ko:], kvDim)
-				for t := range T {
-					pr, dr := p[t*T:t*T+t+1], dp[t*T:t*T+t+1]
+		b, g := u/c.HeadsKV, u%c.HeadsKV
+		ko := b*T*kvDim + g*hd
+		for h := g * group; h < (g+1)*group; h++ {
+			p := probs[(b*H+h)*T*T : (b*H+h+1)*T*T]
+			for t0 := 0; t0 < T; t0 += queryBlock {
+				nq := min(queryBlock, T-t0)
+				L := t0 + nq
+				qo := b*T*qDim + h*hd + t0*qDim
+				pb := p[t0*T:]
+				kernels.SgemmSerial(false, true, nq, L, hd, 1, dout[qo:], qDim, v[ko:], kvDim, 0, dp, L)
+				kernels.SgemmSerial(true, false, L, hd, nq, 1, pb, T, dout[qo:], qDim, 1, dv[ko:], kvDim)
+				for t := range nq {
+					pr, dr := pb[t*T:t*T+t0+t+1], dp[t*L:t*L+t0+t+1]
 					s := kernels.Dot(pr, dr)
 					for j, pj := range pr {
 						dr[j] = pj * (dr[j] - s)
 					}
-					clear(dp[t*T+t+1 : (t+1)*T])
+					clear(dp[t*L+t0+t+1 : (t+1)*L])
 				}
-				kernels.Sgemm(false, false, T, hd, T, scale, dp, T, k[ko:], kvDim, 0, dq[qo:], qDim)
-				kernels.Sgemm(true, false, T, hd, T, scale, dp, T, q[qo:], qDim, 1, dk[ko:], kvDim)
+				kernels.SgemmSerial(false, false, nq, hd, L, scale, dp, L, k[ko:], kvDim, 0, dq[qo:], qDim)
+				kernels.SgemmSerial(true, false, L, hd, nq, scale, dp, L, q[qo:], qDim, 1, dk[ko:], kvDim)
 			}
+		}
+	})
+}
+
+// parallelUnits runs fn on units 0…n-1, which the threads claim one at a time: attention's units are many and
+// equal, and a thread that loses its core to another process then simply does fewer of them. Each unit runs
+// entirely on one thread, whose index (below kernels.Threads()) fn gets for scratch space, so results do not
+// depend on the split. The products inside a unit should use SgemmSerial.
+func parallelUnits(n int, fn func(worker, u int)) {
+	var next atomic.Int32
+	parallelIndexed(min(n, kernels.Threads()), func(worker, _, _ int) {
+		for u := int(next.Add(1) - 1); u < n; u = int(next.Add(1) - 1) {
+			fn(worker, u)
 		}
 	})
 }
 
 // swigluBackward sets dg and du from dh for h = silu(g)·u: du = dh·silu(g), dg = dh·u·σ(g)·(1 + g·(1−σ(g))).
 func swigluBackward(dg, du, dh, g, u []float32) {
-	work := func(lo, hi int) {
-		g, u, dh, dg, du := g[lo:hi], u[lo:hi], dh[lo:hi], dg[lo:hi], du[lo:hi]
-		u, dh, dg, du = u[:len(g)], dh[:len(g)], dg[:len(g)], du[:len(g)] // lets the compiler drop bounds checks
-		for i, gi := range g {
-			s := float32(1 / (1 + math.Exp(-float64(gi))))
-			d := dh[i] * s
-			du[i] = d * gi
-			dg[i] = d * u[i] * (1 + gi*(1-s))
-		}
-	}
 	if len(g) < 1<<12 {
-		work(0, len(g))
+		kernels.SiLUMulGrad(dg, du, dh, g, u)
 		return
 	}
-	parallel(len(g), work)
+	parallel(len(g), func(lo, hi int) { kernels.SiLUMulGrad(dg[lo:hi], du[lo:hi], dh[lo:hi], g[lo:hi], u[lo:hi]) })
 }
 
 // crossEntropyForward replaces each row of V logits by its softmax and returns the summed negative log-likelihood

@@ -241,7 +241,7 @@ func (m *Model) attention(li int, cache *KVCache, T int, q, k, v, out []float32,
 	}
 	ck, cv = cache.k[li], cache.v[li]
 	group := c.Heads / c.HeadsKV
-	// Heads are independent: the threads take a share each, every GEMM small enough to run on its thread alone.
+	// Heads are independent: the threads take a share each, every GEMM on its own thread (SgemmSerial).
 	// A single new token (generation) is too little work to hand out.
 	workers := c.Heads
 	if T*(n0+T) < 1<<12 {
@@ -257,7 +257,7 @@ func (m *Model) attention(li int, cache *KVCache, T int, q, k, v, out []float32,
 				nq := min(queryBlock, T-t0)
 				L := n0 + t0 + nq
 				s := scratch[:nq*L]
-				kernels.Sgemm(false, true, nq, L, hd, scale, q[t0*qDim+h*hd:], qDim, ck[g*hd:], kvDim, 0, s, L)
+				kernels.SgemmSerial(false, true, nq, L, hd, scale, q[t0*qDim+h*hd:], qDim, ck[g*hd:], kvDim, 0, s, L)
 				for t := 0; t < nq; t++ {
 					visible := n0 + t0 + t + 1
 					kernels.SoftmaxRow(s[t*L : t*L+visible])
@@ -266,7 +266,7 @@ func (m *Model) attention(li int, cache *KVCache, T int, q, k, v, out []float32,
 				if half {
 					roundF16(s, s, tmp)
 				}
-				kernels.Sgemm(false, false, nq, hd, L, 1, s, L, cv[g*hd:], kvDim, 0, out[t0*qDim+h*hd:], qDim)
+				kernels.SgemmSerial(false, false, nq, hd, L, 1, s, L, cv[g*hd:], kvDim, 0, out[t0*qDim+h*hd:], qDim)
 			}
 		}
 	})

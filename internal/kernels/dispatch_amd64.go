@@ -16,6 +16,9 @@ func dgemm12x16AVX512(k int, a, b, c *float64, ldc int, alpha, beta float64)
 func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func skinny8x8AVX2(k int, x *float32, xr, xs int, y *float32, ys int, t *float32)
+
+//go:noescape
 func dgemm6x8AVX2(k int, a, b, c *float64, ldc int, alpha, beta float64)
 
 func fmaPeakAVX512(n int)
@@ -26,11 +29,11 @@ func fmaPeakAVX2(n int)
 // panel (mc·kc) is sized for L3. These are BLIS's SkylakeX choices, scaled for the mirrored tile.
 var (
 	avx512Sgemm = &gemmImpl[float32]{name: "avx512 12x32", mr: 12, nr: 32, kc: 384, mc: 3072, nc: 480,
-		micro: sgemm12x32AVX512}
+		micro: sgemm12x32AVX512, tile: skinny8x8AVX2}
 	avx512Dgemm = &gemmImpl[float64]{name: "avx512 12x16", mr: 12, nr: 16, kc: 256, mc: 1536, nc: 480,
 		micro: dgemm12x16AVX512}
 	avx2Sgemm = &gemmImpl[float32]{name: "avx2 6x16", mr: 6, nr: 16, kc: 256, mc: 1536, nc: 512,
-		micro: sgemm6x16AVX2}
+		micro: sgemm6x16AVX2, tile: skinny8x8AVX2}
 	avx2Dgemm = &gemmImpl[float64]{name: "avx2 6x8", mr: 6, nr: 8, kc: 256, mc: 768, nc: 512,
 		micro: dgemm6x8AVX2}
 )

@@ -30,6 +30,9 @@ type gemmImpl[T float] struct {
 	// portable makes the packing loops pure Go too, so this implementation is exactly what a noasm build runs.
 	portable bool
 	jobs     sync.Pool // *gemmJob[T] with their packing buffers, reused across calls
+	// tile, when set, enables the skinny path (skinny.go) for products with at most 8 rows or columns.
+	tile       tileKernel[T]
+	skinnyJobs sync.Pool // *skinnyJob[T]
 }
 
 // parallelMin is the m·n·k below which a GEMM runs on the calling goroutine alone: waking a helper costs a few
@@ -45,6 +48,14 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	gemm(sgemmImpl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// SgemmSerial is Sgemm on the calling goroutine alone, for callers that already keep every core busy with
+// products of their own (attention heads side by side): waking the pool's helpers there would put three threads
+// on two cores, with the GEMM's threads waiting on each other. The result is bit-identical to Sgemm's.
+func SgemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, c []float32, ldc int) {
+	gemmOn(sgemmImpl, 1, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
 // Dgemm is Sgemm for float64.
 func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int,
 	beta float64, c []float64, ldc int) {
@@ -53,6 +64,12 @@ func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int
 
 func gemm[T float](im *gemmImpl[T], transA, transB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int,
 	beta T, c []T, ldc int) {
+	gemmOn(im, Threads(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemmOn is gemm on at most maxThreads threads.
+func gemmOn[T float](im *gemmImpl[T], maxThreads int, transA, transB bool, m, n, k int, alpha T, a []T, lda int,
+	b []T, ldb int, beta T, c []T, ldc int) {
 	ar, ac := m, k
 	if transA {
 		ar, ac = k, m
@@ -75,9 +92,12 @@ func gemm[T float](im *gemmImpl[T], transA, transB bool, m, n, k int, alpha T, a
 		return
 	}
 
+	if skinny(im, maxThreads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		return
+	}
 	threads := 1
 	if float64(m)*float64(n)*float64(k) >= parallelMin { // float64: the product overflows int on 32-bit targets
-		threads = pool.acquire(Threads())
+		threads = pool.acquire(maxThreads)
 	}
 	j := im.job(threads)
 	j.transA, j.transB = transA, transB
@@ -541,6 +561,10 @@ func portableImpl[T float](mr int) *gemmImpl[T] {
 	if mr == 2 {
 		micro = goMicro2x4[T]
 	}
-	return &gemmImpl[T]{name: fmt.Sprintf("go %dx4", mr), mr: mr, nr: 4, kc: 256, mc: 512, nc: 256, micro: micro,
+	im := &gemmImpl[T]{name: fmt.Sprintf("go %dx4", mr), mr: mr, nr: 4, kc: 256, mc: 512, nc: 256, micro: micro,
 		portable: true}
+	if _, ok := any(T(0)).(float32); ok {
+		im.tile = tileGo[T]
+	}
+	return im
 }

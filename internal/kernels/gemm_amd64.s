@@ -640,3 +640,66 @@ peak256:
 	JNZ         peak256
 	VZEROUPPER
 	RET
+
+// ---------------------------------------------------------------------------------------------------------------
+// float32, AVX2+FMA: the 8×8 tile of the skinny path (skinny.go), t[r][0:8] += Σ_p x[p·xs + r·xr] · y[p·ys + 0:8].
+// Accumulators Y0–Y7, the row of y in Y8, broadcasts alternate Y9/Y10. Rows 0–3 of x are addressed from SI and
+// rows 4–7 from DI = SI + 4·xr, with the offsets xr and 3·xr in R8 and R9.
+//
+// func skinny8x8AVX2(k int, x *float32, xr, xs int, y *float32, ys int, t *float32)
+TEXT ·skinny8x8AVX2(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ x+8(FP), SI
+	MOVQ xr+16(FP), R8
+	MOVQ xs+24(FP), R10
+	MOVQ y+32(FP), DX
+	MOVQ ys+40(FP), R11
+	SHLQ $2, R8
+	SHLQ $2, R10
+	SHLQ $2, R11
+	LEAQ (R8)(R8*2), R9
+	LEAQ (SI)(R8*4), DI
+	MOVQ t+48(FP), AX
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS 128(AX), Y4
+	VMOVUPS 160(AX), Y5
+	VMOVUPS 192(AX), Y6
+	VMOVUPS 224(AX), Y7
+
+skinnyloop:
+	VMOVUPS      (DX), Y8
+	VBROADCASTSS (SI), Y9
+	VFMADD231PS  Y8, Y9, Y0
+	VBROADCASTSS (SI)(R8*1), Y10
+	VFMADD231PS  Y8, Y10, Y1
+	VBROADCASTSS (SI)(R8*2), Y9
+	VFMADD231PS  Y8, Y9, Y2
+	VBROADCASTSS (SI)(R9*1), Y10
+	VFMADD231PS  Y8, Y10, Y3
+	VBROADCASTSS (DI), Y9
+	VFMADD231PS  Y8, Y9, Y4
+	VBROADCASTSS (DI)(R8*1), Y10
+	VFMADD231PS  Y8, Y10, Y5
+	VBROADCASTSS (DI)(R8*2), Y9
+	VFMADD231PS  Y8, Y9, Y6
+	VBROADCASTSS (DI)(R9*1), Y10
+	VFMADD231PS  Y8, Y10, Y7
+	ADDQ         R10, SI
+	ADDQ         R10, DI
+	ADDQ         R11, DX
+	DECQ         CX
+	JNZ          skinnyloop
+
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y2, 64(AX)
+	VMOVUPS Y3, 96(AX)
+	VMOVUPS Y4, 128(AX)
+	VMOVUPS Y5, 160(AX)
+	VMOVUPS Y6, 192(AX)
+	VMOVUPS Y7, 224(AX)
+	VZEROUPPER
+	RET

@@ -107,6 +107,23 @@ func SiLUMul(dst, gate, up []float32) {
 	siluMulGo(dst[n:], gate[n:], up[n:])
 }
 
+// SiLUMulGrad is the backward pass of SiLUMul: given dh, the gradient of dst = silu(gate)·up, it sets
+// du[i] = dh[i]·silu(gate[i]) and dg[i] = dh[i]·up[i]·σ(gate[i])·(1 + gate[i]·(1−σ(gate[i]))), with σ the logistic
+// function. The outputs must not alias the inputs. It panics if any slice is shorter than gate.
+func SiLUMulGrad(dg, du, dh, gate, up []float32) {
+	n := len(gate)
+	if len(up) < n || len(dh) < n || len(dg) < n || len(du) < n {
+		panic(fmt.Sprintf("kernels: SiLUMulGrad: lengths dg=%d du=%d dh=%d gate=%d up=%d", len(dg), len(du),
+			len(dh), n, len(up)))
+	}
+	dg, du, dh, up = dg[:n], du[:n], dh[:n], up[:n]
+	b := vecBody(n)
+	if b > 0 {
+		siluMulGradVec(dg[:b], du[:b], dh[:b], gate[:b], up[:b])
+	}
+	siluMulGradGo(dg[b:], du[b:], dh[b:], gate[b:], up[b:])
+}
+
 // F16ToF32Row widens len(dst) little-endian IEEE half-precision values from src (2 bytes each), exactly.
 func F16ToF32Row(dst []float32, src []byte) {
 	src = src[:2*len(dst)]
@@ -205,6 +222,16 @@ func siluMulGo(dst, g, u []float32) {
 	u = u[:len(g)]
 	for i, v := range g {
 		dst[i] = v * u[i] / (1 + expf(-v))
+	}
+}
+
+func siluMulGradGo(dg, du, dh, g, u []float32) {
+	dg, du, dh, u = dg[:len(g)], du[:len(g)], dh[:len(g)], u[:len(g)]
+	for i, v := range g {
+		s := 1 / (1 + expf(-v))
+		d := dh[i] * s
+		du[i] = d * v
+		dg[i] = d * u[i] * (1 + v*(1-s))
 	}
 }
 

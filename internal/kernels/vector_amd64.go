@@ -28,6 +28,9 @@ func expShiftSumAVX2(x *float32, n int, m float32) float32
 func siluMulAVX2(dst, gate, up *float32, n int)
 
 //go:noescape
+func siluMulGradAVX2(dg, du, dh, gate, up *float32, n int)
+
+//go:noescape
 func mulScaleAVX2(dst, x, w *float32, n int, s float32)
 
 //go:noescape
@@ -66,6 +69,9 @@ func maxVec(x []float32) float32                    { return maxAVX2(&x[0], len(
 func expShiftSumVec(x []float32, m float32) float32 { return expShiftSumAVX2(&x[0], len(x), m) }
 func siluMulVec(dst, g, u []float32)                { siluMulAVX2(&dst[0], &g[0], &u[0], len(g)) }
 func mulScaleVec(dst, x, w []float32, s float32)    { mulScaleAVX2(&dst[0], &x[0], &w[0], len(x), s) }
-func f16ToF32Vec(dst []float32, src []byte)         { f16ToF32F16C(&dst[0], &src[0], len(dst)) }
-func bf16ToF32Vec(dst []float32, src []byte)        { bf16ToF32AVX2(&dst[0], &src[0], len(dst)) }
-func f32ToF16Vec(dst []byte, src []float32)         { f32ToF16F16C(&dst[0], &src[0], len(src)) }
+func siluMulGradVec(dg, du, dh, g, u []float32) {
+	siluMulGradAVX2(&dg[0], &du[0], &dh[0], &g[0], &u[0], len(g))
+}
+func f16ToF32Vec(dst []float32, src []byte)  { f16ToF32F16C(&dst[0], &src[0], len(dst)) }
+func bf16ToF32Vec(dst []float32, src []byte) { bf16ToF32AVX2(&dst[0], &src[0], len(dst)) }
+func f32ToF16Vec(dst []byte, src []float32)  { f32ToF16F16C(&dst[0], &src[0], len(src)) }

@@ -327,6 +327,43 @@ siluloop:
 	VZEROUPPER
 	RET
 
+// func siluMulGradAVX2(dg, du, dh, gate, up *float32, n int)
+// s = 1/(1+e^−g), d = dh·s: du = d·g, dg = d·u·(1 + g·(1−s)).
+TEXT ·siluMulGradAVX2(SB), NOSPLIT, $0-48
+	MOVQ    dg+0(FP), DI
+	MOVQ    du+8(FP), R8
+	MOVQ    dh+16(FP), R9
+	MOVQ    gate+24(FP), SI
+	MOVQ    up+32(FP), DX
+	MOVQ    n+40(FP), CX
+	EXP_INIT
+	VMOVUPS signBit<>(SB), Y8
+
+silugradloop:
+	VMOVUPS     (SI), Y4
+	VXORPS      Y8, Y4, Y0
+	EXP(Y0, Y1, Y2, Y3)
+	VADDPS      Y10, Y0, Y0
+	VDIVPS      Y0, Y10, Y5
+	VMULPS      (R9), Y5, Y6
+	VMULPS      Y6, Y4, Y7
+	VMOVUPS     Y7, (R8)
+	VSUBPS      Y5, Y10, Y1
+	VFMADD213PS Y10, Y4, Y1
+	VMULPS      (DX), Y6, Y6
+	VMULPS      Y1, Y6, Y6
+	VMOVUPS     Y6, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DX
+	ADDQ        $32, DI
+	ADDQ        $32, R8
+	ADDQ        $32, R9
+	SUBQ        $8, CX
+	JNZ         silugradloop
+
+	VZEROUPPER
+	RET
+
 // func mulScaleAVX2(dst, x, w *float32, n int, s float32)
 // dst[i] = (x[i]·s)·w[i].
 TEXT ·mulScaleAVX2(SB), NOSPLIT, $0-36

@@ -56,3 +56,9 @@ func BenchmarkRMSNormRow576(b *testing.B) {
 func BenchmarkSiLUMul1536(b *testing.B) {
 	benchRow(b, 1536, func(g, u, z []float32) { SiLUMul(z, g, u) }, func(g, u, z []float32) { siluMulGo(z, g, u) })
 }
+
+func BenchmarkSiLUMulGrad1536(b *testing.B) {
+	dg, du := make([]float32, 1536), make([]float32, 1536)
+	benchRow(b, 1536, func(g, u, z []float32) { SiLUMulGrad(dg, du, z, g, u) },
+		func(g, u, z []float32) { siluMulGradGo(dg, du, z, g, u) })
+}

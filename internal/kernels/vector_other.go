@@ -16,6 +16,7 @@ func maxVec(x []float32) float32                    { return maxGo(x) }
 func expShiftSumVec(x []float32, m float32) float32 { return expShiftSumGo(x, m) }
 func siluMulVec(dst, g, u []float32)                { siluMulGo(dst, g, u) }
 func mulScaleVec(dst, x, w []float32, s float32)    { mulScaleGo(dst, x, w, s) }
+func siluMulGradVec(dg, du, dh, g, u []float32)     { siluMulGradGo(dg, du, dh, g, u) }
 func f16ToF32Vec(dst []float32, src []byte)         { f16ToF32Go(dst, src) }
 func bf16ToF32Vec(dst []float32, src []byte)        { bf16ToF32Go(dst, src) }
 func f32ToF16Vec(dst []byte, src []float32)         { f32ToF16Go(dst, src) }

@@ -173,6 +173,35 @@ func TestRMSNormRow(t *testing.T) {
 	}
 }
 
+// TestSiLUMulGrad checks the SwiGLU backward pass, vector and portable, against the derivative in float64.
+func TestSiLUMulGrad(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, n := range vecLengths {
+		g, u, dh := randVec(r, n, 12), randVec(r, n, 2), randVec(r, n, 1)
+		if n > 2 {
+			g[0], g[1] = -200, 200 // saturated: σ → 0 and → 1
+		}
+		dg, du, goDg, goDu := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
+		SiLUMulGrad(dg, du, dh, g, u)
+		siluMulGradGo(goDg, goDu, dh, g, u)
+		for i := range g {
+			gv, uv, hv := float64(g[i]), float64(u[i]), float64(dh[i])
+			s := 1 / (1 + math.Exp(-gv))
+			wantU := hv * gv * s
+			wantG := hv * uv * s * (1 + gv*(1-s))
+			for _, got := range [][2]float32{{dg[i], du[i]}, {goDg[i], goDu[i]}} {
+				// Relative to the size of the terms, as 1 + g·(1−s) cancels near g = −1.28; the absolute floor
+				// admits the clamped exponent's ~1e-36 for g << 0, as in TestSiLUMul.
+				if !near(float64(got[0]), wantG, 16*eps32, max(math.Abs(hv*uv*s)*(1+math.Abs(gv)), 1e-20)) ||
+					!near(float64(got[1]), wantU, 8*eps32, 1e-20) {
+					t.Fatalf("n=%d [%d] g=%g u=%g dh=%g: dg %g du %g, want %g %g", n, i, g[i], u[i], dh[i],
+						got[0], got[1], wantG, wantU)
+				}
+			}
+		}
+	}
+}
+
 func TestSiLUMul(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, n := range vecLengths {
