@@ -23,6 +23,7 @@ func convertCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "general.name for the GGUF (default: from config.json or the directory name, as llama.cpp)"},
 			&cli.StringFlag{Name: "pre", Usage: "tokenizer.ggml.pre for a BPE tokenizer lathe does not recognise"},
 			&cli.StringFlag{Name: "base", Usage: "for an adapter directory IN (PEFT or mlx-lm): the model it applies to (GGUF file or HF directory), whose architecture and head counts the GGUF adapter needs"},
+			&cli.StringFlag{Name: "to", Usage: "for an adapter IN (PEFT or mlx-lm directory, or GGUF adapter): peft, gguf or mlx (default: gguf when OUT ends in .gguf, else peft); --base is needed for gguf output and for GGUF input"},
 			&cli.Int64Flag{Name: "shard-size", Usage: "GGUF → HF: cut the weights into shards of at most this many bytes"},
 			forceFlag(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the tensor plan (names, shapes, types) without writing"},
@@ -41,8 +42,8 @@ func convertCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if isPEFTAdapter(in) {
-				return adapterToGGUF(c, in, out, outType)
+			if isAdapter(in) || c.String("to") != "" {
+				return convertAdapter(c, in, out, outType)
 			}
 			if st.IsDir() {
 				return hfToGGUF(c, in, out, convert.GGUFOptions{Type: outType, Name: c.String("name"), Pre: c.String("pre"),
