@@ -24,6 +24,7 @@ type fingerprint struct {
 	Rank        int      `json:"rank"`
 	Alpha       float64  `json:"alpha"`
 	RSLoRA      bool     `json:"rslora"`
+	Init        string   `json:"init"`
 	Targets     []string `json:"target"`
 	Steps       int      `json:"steps"`
 	LR          float64  `json:"lr"`
@@ -40,7 +41,7 @@ type fingerprint struct {
 }
 
 // fingerprintKeys is the order in which differences are looked for.
-var fingerprintKeys = []string{"rank", "alpha", "rslora", "target", "steps", "lr", "lr-schedule", "warmup-steps",
+var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "target", "steps", "lr", "lr-schedule", "warmup-steps",
 	"weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "data", "model"}
 
 func (t *trainer) fingerprint() ([]byte, error) {
@@ -56,8 +57,9 @@ func (t *trainer) fingerprint() ([]byte, error) {
 		}
 	}
 	o, c := t.opts, t.lora.m.Config
-	return json.Marshal(fingerprint{Rank: o.Rank, Alpha: o.Alpha, RSLoRA: o.RSLoRA, Targets: t.lora.targets(),
-		Steps: o.Steps, LR: o.LR, Schedule: o.Schedule, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
+	return json.Marshal(fingerprint{Rank: o.Rank, Alpha: o.Alpha, RSLoRA: o.RSLoRA, Init: o.Init,
+		Targets: t.lora.targets(),
+		Steps:   o.Steps, LR: o.LR, Schedule: o.Schedule, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
 		MaxGradNorm: o.MaxGradNorm, GradAccum: o.GradAccum, Batch: o.Batch, Ctx: o.Ctx, Seed: o.Seed,
 		Data:  fmt.Sprintf("%d tokens, fnv1a %016x", len(t.data.Tokens), h.Sum64()),
 		Model: fmt.Sprintf("%d layers, width %d, ff %d, vocab %d", c.Layers, c.Embd, c.FF, c.Vocab)})

@@ -69,6 +69,7 @@ func TestResumeByteIdentical(t *testing.T) {
 		{func(o *TrainOptions, _ **Stream) { o.LR = 1e-3 }, "lr 0.003, this run has lr 0.001"},
 		{func(o *TrainOptions, _ **Stream) { o.GradAccum = 1 }, "grad-accum"},
 		{func(o *TrainOptions, _ **Stream) { o.Targets = nil }, "target"},
+		{func(o *TrainOptions, _ **Stream) { o.Init = InitPiSSA }, "init"},
 		{func(_ *TrainOptions, d **Stream) { *d = &Stream{Tokens: tokens} }, "data"},
 	} {
 		o, d := base, data

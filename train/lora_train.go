@@ -30,6 +30,9 @@ type LoRA struct {
 	negSin []float32
 	g      grads
 	buf    []float32 // decoded weight rows
+	// initial holds the factors as PiSSA or MiLoRA initialised them, in Params order (nil for the default
+	// initialisation): the trained update is expressed against the original base by subtracting them.
+	initial [][]float32
 }
 
 type loraLayer struct {
@@ -104,6 +107,9 @@ type LoRAConfig struct {
 	// empty, or the single name all-linear, means all seven. The output projection is never adapted, as PEFT's
 	// all-linear leaves lm_head out.
 	Targets []string
+	// Init chooses the initial factors: "" for PEFT's default (see NewLoRAConfig), InitPiSSA or InitMiLoRA, which
+	// start from the SVD of each weight and train against the residual base (see LoRA.spectralInit).
+	Init string
 }
 
 // Scale is the factor of B·A in the update.
@@ -142,7 +148,8 @@ func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*L
 
 // NewLoRAConfig puts LoRA factors on the model's projections named by cfg.Targets, initialised as PEFT does
 // (init_lora_weights=True): A from Kaiming-uniform with a=√5, i.e. U(−1/√in, 1/√in), B zero, so that training
-// starts from the base model. The random numbers come from seed; every projection draws its A whether targeted or
+// starts from the base model; with cfg.Init PiSSA or MiLoRA, from the SVD of each weight instead, the LoRA then
+// computing with the residual weights (the model itself is unchanged). The random numbers come from seed; every projection draws its A whether targeted or
 // not, so that a module's initial factors do not depend on which others are trained. batch and ctx size the
 // buffers of Step: at most batch sequences of ctx tokens.
 func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA, error) {
@@ -154,6 +161,10 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 	on, err := cfg.modules()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Init != "" && cfg.Init != InitPiSSA && cfg.Init != InitMiLoRA {
+		return nil, fmt.Errorf("train: unknown LoRA initialisation %q (want %s or %s, or none for PEFT's default)",
+			cfg.Init, InitPiSSA, InitMiLoRA)
 	}
 	l := &LoRA{LoRAConfig: cfg, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261))
@@ -177,6 +188,11 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 				*lin = loraLinear{w: w, rank: rank, scale: float32(cfg.Scale()), a: a,
 					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
 			}
+		}
+	}
+	if cfg.Init != "" {
+		if l.initial, err = l.spectralInit(); err != nil {
+			return nil, err
 		}
 	}
 	n := batch * ctx

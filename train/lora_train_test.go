@@ -125,23 +125,7 @@ func TestTrainGGUFMatchesHF(t *testing.T) {
 	val := windowsOf(t, tokens, 4, 32)
 	var losses []float64
 	for _, dir := range dirs {
-		a, err := adapter.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := tinyLlamaHF(t)
-		if err := m.SetCacheType(tensor.F32); err != nil {
-			t.Fatal(err)
-		}
-		if err := m.ApplyAdapter(a, 1); err != nil {
-			t.Fatal(err)
-		}
-		a.Close()
-		r, err := MeanLossTokens(m, val, 33)
-		if err != nil {
-			t.Fatal(err)
-		}
-		losses = append(losses, r.Loss)
+		losses = append(losses, adapterLoss(t, dir, val))
 	}
 	base, _ := MeanLossTokens(hf, val, 33)
 	t.Logf("loss: base %.6f, adapter trained on HF %.6f, on GGUF %.6f", base.Loss, losses[0], losses[1])

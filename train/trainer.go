@@ -22,6 +22,7 @@ type TrainOptions struct {
 	Alpha   float64  // LoRA alpha; the update is scaled by Alpha/Rank [16]
 	RSLoRA  bool     // scale the update by Alpha/√Rank instead (rsLoRA)
 	Targets []string // projections to adapt, by PEFT module name (q_proj, …, down_proj) [all seven]
+	Init    string   // initial factors: "" (PEFT's default), InitPiSSA or InitMiLoRA; see LoRAConfig.Init
 	Steps   int      // optimizer steps [100]
 	LR      float64  // AdamW peak learning rate [1e-3]
 	// Schedule shapes the learning rate over the steps [Constant], after WarmupSteps steps of linear warmup.
@@ -201,7 +202,8 @@ type trainer struct {
 }
 
 func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
-	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets},
+	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets,
+		Init: opts.Init},
 		opts.Batch, opts.Ctx, opts.Seed)
 	if err != nil {
 		return nil, err
@@ -304,15 +306,28 @@ var peftModules = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_
 
 // WritePEFT writes the factors as a PEFT adapter directory (adapter_config.json and adapter_model.safetensors, F32
 // factors named as PEFT's get_peft_model_state_dict names them) that PEFT, adapter.Open and ApplyAdapter load.
-// Factors of a GGUF model's q and k have their B rows put back in Hugging Face's rotary order.
+// Factors of a GGUF model's q and k have their B rows put back in Hugging Face's rotary order. After a PiSSA or
+// MiLoRA initialisation the adapter written is the plain LoRA of rank 2·Rank and scale 1 whose update on the
+// original base equals the trained factors' on the residual one (see writeConverted), so that it applies to the
+// model as released.
 func (l *LoRA) WritePEFT(dir string) error {
+	if l.initial != nil {
+		return l.writeConverted(dir)
+	}
+	params, _ := l.Params()
+	return l.writeFactors(dir, params)
+}
+
+// writeFactors writes factors (A then B of each adapted module, in Params order) as WritePEFT describes.
+func (l *LoRA) writeFactors(dir string, factors [][]float32) error {
 	var views []tensor.View
 	for i := range l.layers {
 		for j, lin := range l.layers[i].linears() {
 			if lin.rank == 0 {
 				continue
 			}
-			b := lin.b
+			a, b := factors[0], factors[1]
+			factors = factors[2:]
 			if heads := l.m.rotaryHeads(lin.w.name); heads > 0 && !l.m.Config.RopeNeoX {
 				hf := make([]float32, len(b))
 				convert.PermuteRotary(floatBytes(hf), floatBytes(b), heads, 4*l.Rank, false)
@@ -320,7 +335,7 @@ func (l *LoRA) WritePEFT(dir string) error {
 			}
 			name := fmt.Sprintf("base_model.model.model.layers.%d.%s", i, peftModules[j])
 			views = append(views,
-				floatView(name+".lora_A.weight", tensor.Shape{int64(l.Rank), int64(lin.w.cols)}, lin.a),
+				floatView(name+".lora_A.weight", tensor.Shape{int64(l.Rank), int64(lin.w.cols)}, a),
 				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(l.Rank)}, b))
 		}
 	}

@@ -28,7 +28,10 @@ func trainCommand() *cli.Command {
 			"with AdamW (torch.optim.AdamW; the gradient is the mean of the micro-batches' gradients, as the Hugging Face\n" +
 			"Trainer accumulates), optionally clipped to --max-grad-norm, at a learning rate shaped by --lr-schedule\n" +
 			"after --warmup-steps (transformers' get_scheduler formulas). LoRA factors go on the --target projections of\n" +
-			"every layer (A Kaiming-uniform, B zero, scale alpha/rank or alpha/√rank with --rslora, as PEFT). --val is\n" +
+			"every layer (A Kaiming-uniform, B zero, scale alpha/rank or alpha/√rank with --rslora, as PEFT; --init pissa or\n" +
+			"milora starts them from the largest or smallest singular triplets of each weight and trains against the\n" +
+			"residual weight, then writes the plain rank-2·rank LoRA that applies to MODEL itself, as PEFT's\n" +
+			"path_initial_model_for_weight_conversion; not for quantized MODELs). --val is\n" +
 			"scored before training, every --eval-every steps and at the end: the mean loss over non-overlapping chunks\n" +
 			"of --ctx tokens, BOS first. --save-every writes the whole training state to --checkpoint atomically; --resume\n" +
 			"continues such a run, with the same flags, to the bytes an uninterrupted run writes. The result is a PEFT\n" +
@@ -45,6 +48,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "rank", Value: 8, Usage: "LoRA rank"},
 			&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (the update is scaled by alpha/rank)"},
 			&cli.BoolFlag{Name: "rslora", Usage: "scale the update by alpha/√rank (rank-stabilised LoRA)"},
+			&cli.StringFlag{Name: "init", Usage: "initialise the factors with pissa or milora (SVD of each weight) instead of PEFT's default"},
 			&cli.StringFlag{Name: "target", Value: "all-linear",
 				Usage: "projections to adapt: all-linear or a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
 			&cli.IntFlag{Name: "steps", Value: 100, Usage: "optimizer steps"},
@@ -85,6 +89,9 @@ func trainCommand() *cli.Command {
 			if c.Int("save-every") > 0 && c.String("checkpoint") == "" {
 				return fmt.Errorf("train: --save-every needs --checkpoint DIR")
 			}
+			if i := c.String("init"); i != "" && i != train.InitPiSSA && i != train.InitMiLoRA {
+				return fmt.Errorf("train: --init %q: want %s or %s", i, train.InitPiSSA, train.InitMiLoRA)
+			}
 			schedule, err := train.ParseSchedule(c.String("lr-schedule"))
 			if err != nil {
 				return fmt.Errorf("train: --lr-schedule: %w", err)
@@ -100,7 +107,7 @@ func trainCommand() *cli.Command {
 				return err
 			}
 			opts := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), RSLoRA: c.Bool("rslora"),
-				Targets: strings.Split(c.String("target"), ","), Steps: c.Int("steps"), LR: c.Float64("lr"),
+				Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Steps: c.Int("steps"), LR: c.Float64("lr"),
 				Schedule: schedule, WarmupSteps: c.Int("warmup-steps"), WeightDecay: c.Float64("weight-decay"),
 				MaxGradNorm: c.Float64("max-grad-norm"), GradAccum: c.Int("grad-accum"), Batch: c.Int("batch"),
 				Ctx: c.Int("ctx"), Seed: c.Uint64("seed"), EvalEvery: c.Int("eval-every"),
@@ -168,6 +175,10 @@ func trainCommand() *cli.Command {
 			}
 			summary := fmt.Sprintf("wrote %s (rank %d, alpha %g, %d steps on %d tokens", out, opts.Rank,
 				opts.Alpha, opts.Steps, len(data.Tokens))
+			if opts.Init != "" {
+				summary = fmt.Sprintf("wrote %s (%s rank %d, alpha %g, converted to a plain LoRA of rank %d; %d "+
+					"steps on %d tokens", out, opts.Init, opts.Rank, opts.Alpha, 2*opts.Rank, opts.Steps, len(data.Tokens))
+			}
 			if len(logs) > 0 {
 				last := logs[len(logs)-1]
 				summary += fmt.Sprintf("; last batch loss %.4f", last.Loss)
