@@ -1,12 +1,15 @@
 package convert
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/lathe-ml/lathe/gguf"
+	"github.com/lathe-ml/lathe/internal/parallel"
 	"github.com/lathe-ml/lathe/quant"
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -23,6 +26,8 @@ import (
 // every tensor's smallest option is cut into budgetGrid units, each option costs its extra bytes rounded up to
 // whole units (so the plan never exceeds the budget), and best[c] (least error with cost ≤ c) is built tensor by
 // tensor. Rounding loses at most one unit per tensor, 1/budgetGrid of the spare bytes each.
+// Per-group datatypes (BudgetOptions.BitMoD, docs/bitmod.md) join the options of the tensors they apply to, with
+// their packed size; Lower maps a plan that chose them back to ggml types.
 
 // DefaultBudgetTypes are the candidate types of a budgeted plan: the k-quants, Q8_0, and the 32-element types
 // that llama.cpp's CPU kernels handle well.
@@ -39,15 +44,28 @@ type BudgetOptions struct {
 	// others, is the reference the plan is compared with, and gives the importance matrix.
 	Quantize QuantizeOptions
 	// Types are the candidate types; nil means DefaultBudgetTypes.
-	Types    []tensor.DType
+	Types []tensor.DType
+	// BitMoD are per-group datatype candidates, offered to the tensors they apply to (bitmodQuantizable). A plan
+	// that chooses one is for packed safetensors or for Lower; Apply takes only ggml types.
+	BitMoD   []BitMoDCandidate
 	Progress func(done, total int)
 }
 
 // BudgetOption is one type a tensor may take, its size and its error.
 type BudgetOption struct {
-	Type  tensor.DType `json:"type"`
-	Bytes int64        `json:"bytes"`
-	Error float64      `json:"error"`
+	Type tensor.DType `json:"type"`
+	// BitMoD names the per-group datatype candidate this option is (Type is then Invalid).
+	BitMoD string  `json:"bitmod,omitempty"`
+	Bytes  int64   `json:"bytes"`
+	Error  float64 `json:"error"`
+}
+
+// Name is the option's type or per-group candidate.
+func (o BudgetOption) Name() string {
+	if o.BitMoD != "" {
+		return o.BitMoD
+	}
+	return o.Type.String()
 }
 
 // BudgetTensor is one tensor of a Budget. Options are sorted by size; a tensor the recipe leaves as it is has one
@@ -137,32 +155,36 @@ func MeasureBudget(in *gguf.File, opts BudgetOptions) (*Budget, error) {
 			}
 			bt.Options = append(bt.Options, BudgetOption{Type: typ, Bytes: n})
 		}
+		for _, c := range opts.BitMoD {
+			l := c.layout()
+			if len(t.Shape) == 2 && bitmodQuantizable(t.Name, t.Shape, t.From, l.group) && work[i].ne0 == int(t.Shape[1]) {
+				bt.Options = append(bt.Options, BudgetOption{Type: tensor.Invalid, BitMoD: c.Name, Bytes: l.bytes(t.Shape[0], t.Shape[1])})
+			}
+		}
 		// Sorting by size, then type, makes the knapsack's tie-breaking independent of the candidate order.
 		slices.SortStableFunc(bt.Options, func(x, y BudgetOption) int {
 			if x.Bytes != y.Bytes {
 				return compareInt64(x.Bytes, y.Bytes)
 			}
-			return int(x.Type) - int(y.Type)
+			return cmp.Or(int(x.Type)-int(y.Type), strings.Compare(x.BitMoD, y.BitMoD))
 		})
 		b.Weighted = b.Weighted || work[i].importance != nil
 		b.Tensors[i] = bt
 	}
-	for i, t := range plan.Tensors {
-		if opts.Progress != nil {
-			opts.Progress(i, len(plan.Tensors))
-		}
-		bt := &b.Tensors[i]
-		bt.Recipe = slices.IndexFunc(bt.Options, func(o BudgetOption) bool { return o.Type == t.To })
+	// Tensors are measured in parallel, each by one worker a chunk at a time, so memory holds one chunk per worker;
+	// the row-parallel encoders alone leave decoding and error sums on one core. Each tensor's errors are its own,
+	// so the result does not depend on the schedule.
+	err = parallel.ForEach(len(plan.Tensors), parallel.Workers(0), opts.Progress, func(_, i int) error {
+		t, bt := plan.Tensors[i], &b.Tensors[i]
+		bt.Recipe = slices.IndexFunc(bt.Options, func(o BudgetOption) bool { return o.Type == t.To && o.BitMoD == "" })
 		bt.Chosen = bt.Recipe
 		if t.From == t.To {
-			continue
+			return nil
 		}
-		if err := measureTensor(src, t, work[i], bt.Options); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Progress != nil {
-		opts.Progress(len(plan.Tensors), len(plan.Tensors))
+		return measureTensor(src, t, work[i], bt.Options, opts.BitMoD)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -179,7 +201,7 @@ func compareInt64(a, b int64) int {
 
 // measureTensor adds to every option's Error the weighted squared error of quantizing the tensor to its type, in
 // the chunks of whole rows (never straddling two importance slices) that Quantize converts.
-func measureTensor(src *quantSource, t PlannedTensor, wk tensorWork, options []BudgetOption) error {
+func measureTensor(src *quantSource, t PlannedTensor, wk tensorWork, options []BudgetOption, bitmod []BitMoDCandidate) error {
 	data, have, err := src.data(t.Name)
 	if err != nil {
 		return err
@@ -211,6 +233,19 @@ func measureTensor(src *quantSource, t PlannedTensor, wk tensorWork, options []B
 			}
 			for k := range options {
 				o := &options[k]
+				if o.BitMoD != "" {
+					c := bitmod[slices.IndexFunc(bitmod, func(c BitMoDCandidate) bool { return c.Name == o.BitMoD })]
+					g, err := quant.QuantizeGroups(xs, wk.ne0, c.Types, quant.GroupOptions{Group: c.Group,
+						Importance: imp, ScaleSearch: c.ScaleSearch, IDInScale: c.IDInScale})
+					if err == nil {
+						err = g.Dequantize(ys)
+					}
+					if err != nil {
+						return fmt.Errorf("budget: tensor %q: %w", t.Name, err)
+					}
+					o.Error += weightedSSE(xs, ys, imp)
+					continue
+				}
 				size, _ := o.Type.Bytes(int64(len(xs)))
 				if int64(cap(enc)) < size {
 					enc = make([]byte, size)
@@ -291,9 +326,12 @@ func (b *Budget) Allocate(target int64) error {
 // Apply returns opts with the budgeted plan as --tensor-type rules that match one tensor name each, ahead of any
 // others, so that Quantize writes an ordinary GGUF with the plan's types. The output and token-embedding types
 // are left to the rules, since the plan chose them too.
-func (b *Budget) Apply(opts QuantizeOptions) QuantizeOptions {
+func (b *Budget) Apply(opts QuantizeOptions) (QuantizeOptions, error) {
 	var rules []quant.TensorTypeRule
 	for _, t := range b.Tensors {
+		if o := t.Options[t.Chosen]; o.BitMoD != "" {
+			return opts, fmt.Errorf("budget: tensor %q is planned as %s, which GGUF cannot hold; lower the plan first", t.Name, o.BitMoD)
+		}
 		if len(t.Options) > 1 || t.Options[0].Type != t.From {
 			rules = append(rules, quant.TensorTypeRule{
 				Pattern: regexp.MustCompile("^" + regexp.QuoteMeta(t.Name) + "$"),
@@ -303,5 +341,50 @@ func (b *Budget) Apply(opts QuantizeOptions) QuantizeOptions {
 	}
 	opts.TensorTypes = append(rules, opts.TensorTypes...)
 	opts.OutputType, opts.TokenEmbeddingType = tensor.Invalid, tensor.Invalid
-	return opts
+	return opts, nil
+}
+
+// Lower replaces every per-group datatype in the plan by the ggml type, among the tensor's options of no more
+// bytes, whose error is nearest to it (the lower error on a tie), so that Apply can write the plan as a GGUF that
+// llama.cpp loads; it returns how many tensors it changed. A tensor whose options are all larger keeps its
+// smallest ggml option.
+func (b *Budget) Lower() int {
+	n := 0
+	for i := range b.Tensors {
+		t := &b.Tensors[i]
+		c := t.Options[t.Chosen]
+		if c.BitMoD == "" {
+			continue
+		}
+		best := -1
+		for k, o := range t.Options {
+			if o.BitMoD != "" || (o.Bytes > c.Bytes && best >= 0) {
+				continue
+			}
+			if best < 0 || (o.Bytes <= c.Bytes && nearer(o.Error, t.Options[best].Error, c.Error)) {
+				best = k
+			}
+		}
+		t.Chosen = best
+		n++
+	}
+	return n
+}
+
+// nearer says whether a is nearer to target than b, or as near and lower.
+func nearer(a, b, target float64) bool {
+	da, db := math.Abs(a-target), math.Abs(b-target)
+	return da < db || (da == db && a < b)
+}
+
+// ChooseBitMoD sets the plan of every tensor that has the named per-group candidate to it, and of the others to
+// the recipe's type.
+func (b *Budget) ChooseBitMoD(name string) {
+	for i := range b.Tensors {
+		t := &b.Tensors[i]
+		t.Chosen = t.Recipe
+		if k := slices.IndexFunc(t.Options, func(o BudgetOption) bool { return o.BitMoD == name }); k >= 0 {
+			t.Chosen = k
+		}
+	}
 }

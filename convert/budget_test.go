@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/convert"
@@ -108,7 +109,10 @@ func TestBudgetBeatsQ4KM(t *testing.T) {
 		t.Fatalf("budgeted error %g is not below the recipe's %g", errSum, recipeErr)
 	}
 
-	opts := b.Apply(base)
+	opts, err := b.Apply(base)
+	if err != nil {
+		t.Fatal(err)
+	}
 	plan, err := convert.PlanQuantize(in, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +212,11 @@ func TestBudgetImportanceWeighted(t *testing.T) {
 		t.Fatalf("budgeted plan (%d bytes, error %g) does not beat the recipe (%d bytes, %g)", size, errSum, recipeBytes, recipeErr)
 	}
 	var out bytes.Buffer
-	if err := convert.Quantize(&out, in, b.Apply(base)); err != nil {
+	applied, err := b.Apply(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := convert.Quantize(&out, in, applied); err != nil {
 		t.Fatal(err)
 	}
 	q, err := gguf.NewReader(bytes.NewReader(out.Bytes()), int64(out.Len()))
@@ -269,5 +277,87 @@ func BenchmarkMeasureBudget(b *testing.B) {
 		if _, err := convert.MeasureBudget(in, convert.BudgetOptions{Quantize: convert.QuantizeOptions{Type: gguf.FileType(15)}}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestBudgetBitMoDCandidates offers per-group datatypes to the knapsack: their measured errors and sizes match an
+// oracle (the whole tensor quantized at once, the size at 4.5 bits per weight), a plan that chooses them cannot be
+// applied to GGUF, and Lower replaces each by the ggml option of no more bytes whose error is nearest.
+func TestBudgetBitMoDCandidates(t *testing.T) {
+	in, err := gguf.Open(testshared.Path(t, "models", "tiny-llama-a", "gguf", "tiny-llama-a-f32.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	cand := convert.BitMoDCandidate{Name: "bitmod4nl-g32", Types: quant.BitMoD4NL, Group: 32, IDInScale: true, ScaleSearch: 2}
+	base := convert.QuantizeOptions{Type: gguf.FileType(15)}
+	b, err := convert.MeasureBudget(in, convert.BudgetOptions{Quantize: base, BitMoD: []convert.BitMoDCandidate{cand},
+		Types: []tensor.DType{tensor.Q3_K, tensor.Q4_0, tensor.IQ4_NL, tensor.Q4_K}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := 0
+	for _, bt := range b.Tensors {
+		k := -1
+		for i, o := range bt.Options {
+			if o.BitMoD == cand.Name {
+				k = i
+			}
+		}
+		if k < 0 {
+			continue
+		}
+		offered++
+		o := bt.Options[k]
+		if o.Bytes*8 != bt.Elements*9/2 {
+			t.Errorf("%s: %s option of %d bytes, want 4.5 bits × %d", bt.Name, o.BitMoD, o.Bytes, bt.Elements)
+		}
+		v, _ := in.Tensor(bt.Name)
+		x, _ := v.Float32s()
+		y := make([]float32, len(x))
+		if _, err := quant.FakeQuantGroups(y, x, int(bt.Shape[1]), cand.Types, quant.GroupOptions{Group: 32, IDInScale: true, ScaleSearch: 2}); err != nil {
+			t.Fatal(err)
+		}
+		var e float64
+		for i := range x {
+			d := float64(y[i]) - float64(x[i])
+			e += d * d
+		}
+		if math.Abs(e-o.Error) > 1e-9*e {
+			t.Errorf("%s: measured error %g, whole-tensor oracle %g", bt.Name, o.Error, e)
+		}
+	}
+	if offered != 42 {
+		t.Fatalf("%d tensors offered the per-group candidate, want the 42 block weights", offered)
+	}
+	b.ChooseBitMoD(cand.Name)
+	if _, err := b.Apply(base); err == nil || !strings.Contains(err.Error(), "lower the plan") {
+		t.Fatalf("applying a plan with per-group datatypes: %v", err)
+	}
+	if n := b.Lower(); n != 42 {
+		t.Fatalf("lowered %d tensors, want 42", n)
+	}
+	for _, bt := range b.Tensors {
+		var bm convert.BudgetOption
+		for _, o := range bt.Options {
+			if o.BitMoD != "" {
+				bm = o
+			}
+		}
+		if bm.BitMoD == "" {
+			continue
+		}
+		c := bt.Options[bt.Chosen]
+		if c.BitMoD != "" || c.Bytes > bm.Bytes {
+			t.Fatalf("%s: lowered to %s of %d bytes; the per-group option has %d", bt.Name, c.Name(), c.Bytes, bm.Bytes)
+		}
+		for _, o := range bt.Options {
+			if o.BitMoD == "" && o.Bytes <= bm.Bytes && math.Abs(o.Error-bm.Error) < math.Abs(c.Error-bm.Error) {
+				t.Errorf("%s: %s (error %g) is nearer to %g than the chosen %s (%g)", bt.Name, o.Name(), o.Error, bm.Error, c.Name(), c.Error)
+			}
+		}
+	}
+	if _, err := b.Apply(base); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -32,29 +32,53 @@ type HFModel struct {
 // OpenHF opens the model in dir. It fails on a missing or malformed config.json, on an architecture lathe cannot
 // convert, and on missing or malformed weights.
 func OpenHF(dir string) (*HFModel, error) {
+	var files [3][]byte
+	for i, name := range hfConfigFiles {
+		var err error
+		if files[i], err = readOptional(filepath.Join(dir, name)); err != nil {
+			return nil, err
+		}
+	}
 	m := &HFModel{Dir: dir}
-	var cfg, gen, tok jsonObject
+	if err := m.parseConfigs(files[0], files[1], files[2]); err != nil {
+		return nil, err
+	}
 	var err error
-	if cfg, err = readJSONObject(filepath.Join(dir, "config.json")); err != nil {
-		return nil, err
-	}
-	if cfg == nil {
-		return nil, fmt.Errorf("convert: %s: no config.json; not a Hugging Face model directory", dir)
-	}
-	if gen, err = readJSONObject(filepath.Join(dir, "generation_config.json")); err != nil {
-		return nil, err
-	}
-	if tok, err = readJSONObject(filepath.Join(dir, "tokenizer_config.json")); err != nil {
-		return nil, err
-	}
-	m.Config, m.Generation, m.TokenizerConfig = cfg, gen, tok
-	if m.Arch, err = architecture(cfg); err != nil {
-		return nil, fmt.Errorf("convert: %s: %w", filepath.Join(dir, "config.json"), err)
-	}
 	if m.Weights, err = safetensors.OpenDir(dir); err != nil {
 		return nil, err
 	}
+	if m.Weights, err = decodedIfBitMoD(m.Weights); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// hfConfigFiles are the JSON files OpenHF reads, in the order parseConfigs takes them.
+var hfConfigFiles = [...]string{"config.json", "generation_config.json", "tokenizer_config.json"}
+
+// parseConfigs sets Config, Generation, TokenizerConfig and Arch from the bytes of config.json,
+// generation_config.json and tokenizer_config.json (nil for a file that is absent). It is OpenHF without the disk,
+// so that the parsing can be fuzzed from memory.
+func (m *HFModel) parseConfigs(config, generation, tokenizerConfig []byte) error {
+	if config == nil {
+		return fmt.Errorf("convert: %s: no config.json; not a Hugging Face model directory", m.Dir)
+	}
+	var objs [3]jsonObject
+	for i, b := range [3][]byte{config, generation, tokenizerConfig} {
+		if b == nil {
+			continue
+		}
+		var err error
+		if objs[i], err = parseJSONObject(b); err != nil {
+			return fmt.Errorf("convert: %s: %w", filepath.Join(m.Dir, hfConfigFiles[i]), err)
+		}
+	}
+	m.Config, m.Generation, m.TokenizerConfig = objs[0], objs[1], objs[2]
+	var err error
+	if m.Arch, err = architecture(m.Config); err != nil {
+		return fmt.Errorf("convert: %s: %w", filepath.Join(m.Dir, "config.json"), err)
+	}
+	return nil
 }
 
 // Close releases the weights.

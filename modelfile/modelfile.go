@@ -109,33 +109,34 @@ func Open(path string, opts ...Option) (*Model, error) {
 	return fromSafetensors(path, f, []*safetensors.File{f})
 }
 
-// FromBytes opens a model held in memory; name is used in messages.
+// FromBytes opens a model held in memory; name is used in messages, and as the name of the model's one file.
 func FromBytes(name string, data []byte) (*Model, error) {
 	r := bytes.NewReader(data)
+	var m *Model
 	if bytes.HasPrefix(data, ggufMagic) {
 		f, err := gguf.NewReader(r, int64(len(data)))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		f.Name = name
-		m, err := fromGGUF(name, f)
-		if err == nil {
-			m.FileBytes = int64(len(data))
+		if m, err = fromGGUF(name, f); err != nil {
+			return nil, err
 		}
-		return m, err
-	}
-	f, err := safetensors.NewReader(r, int64(len(data)))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	m, err := fromSafetensors(name, f, []*safetensors.File{f})
-	if err == nil {
-		m.Files, m.FileBytes = []string{name}, int64(len(data))
-		for i := range m.Tensors {
-			m.Tensors[i].File = name
+	} else {
+		f, err := safetensors.NewReader(r, int64(len(data)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if m, err = fromSafetensors(name, f, []*safetensors.File{f}); err != nil {
+			return nil, err
 		}
 	}
-	return m, err
+	// Neither reader has a file name for bytes in memory: the model is the one input, of len(data) bytes.
+	m.Files, m.FileBytes = []string{name}, int64(len(data))
+	for i := range m.Tensors {
+		m.Tensors[i].File = name
+	}
+	return m, nil
 }
 
 func readMagic(path string) ([]byte, error) {
@@ -166,6 +167,9 @@ func fromSafetensors(path string, set safetensors.Set, shards []*safetensors.Fil
 	for _, t := range set.Tensors() {
 		m.Tensors = append(m.Tensors, Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, File: owner[t.Name],
 			Offset: t.Offset, Size: t.Size})
+	}
+	if err := m.decodeBitMoD(); err != nil {
+		return nil, err
 	}
 	m.buildIndex()
 	return m, nil

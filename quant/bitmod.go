@@ -10,8 +10,9 @@ import (
 
 // Per-group datatypes after BitMoD (Chen et al., HPCA 2025, arXiv 2411.11745; ../shared/reference/formats-quant.md
 // §7.1): each group of weights along a row is quantized with every candidate datatype and keeps the one with the
-// least error. This is fake quantization: the result is the dequantized values and the chosen type of each group;
-// no packed layout is defined here.
+// least error. QuantizeGroups gives the codes, type ids and fp16 scales that packed storage holds
+// (convert/bitmod.go, docs/bitmod.md); Groups.Dequantize turns them back into values, and FakeQuantGroups is the
+// two in one, so that fake quantization and decoding packed storage agree bit for bit.
 
 // Datatype is a small set of representable values, in units of a per-group scale.
 type Datatype struct {
@@ -53,6 +54,19 @@ var (
 	// BitMoD3 and BitMoD4 are the paper's mixed_bitmod candidate sets.
 	BitMoD3 = []Datatype{FP3ERPos, FP3ERNeg, FP3EAPos, FP3EANeg}
 	BitMoD4 = []Datatype{FP4ERPos, FP4ERNeg, FP4EAPos, FP4EANeg}
+
+	// A positive scale leaves the fp16 sign bit unused, and a _neg table is its _pos table negated: with a signed
+	// scale the ER and EA types alone represent the same values as the paper's four, for one id bit less.
+	FP3ER = Datatype{Name: "fp3_er", Values: FP3ERPos.Values, SignedScale: true}
+	FP3EA = Datatype{Name: "fp3_ea", Values: FP3EAPos.Values, SignedScale: true}
+	FP4ER = Datatype{Name: "fp4_er", Values: FP4ERPos.Values, SignedScale: true}
+	FP4EA = Datatype{Name: "fp4_ea", Values: FP4EAPos.Values, SignedScale: true}
+
+	// BitMoD3S and BitMoD4S are BitMoD3 and BitMoD4 with signed scales; BitMoD4NL adds ggml's IQ4_NL codebook
+	// and INT4, which the measurements in docs/bitmod.md show pay for their id bit.
+	BitMoD3S  = []Datatype{FP3ER, FP3EA}
+	BitMoD4S  = []Datatype{FP4ER, FP4EA}
+	BitMoD4NL = []Datatype{FP4ER, FP4EA, IQ4NL, INT4}
 )
 
 // BitMoDGroup is the paper's default group size (--wq_groupsize 128).
@@ -61,142 +75,379 @@ const BitMoDGroup = 128
 // Scale clamp of BitMoD's quant_weight.py, applied before rounding the scale to fp16.
 const minGroupScale, maxGroupScale = 1e-5, 1e4
 
-// FakeQuant quantizes src with d and one scale, writes the dequantized values to dst and returns the scale. The
-// scale is rounded to fp16, as it would be stored; each value goes to the nearest table entry (the lower on a tie).
+// MaxScaleSearch bounds GroupOptions.ScaleSearch.
+const MaxScaleSearch = 32
+
+// scaleStep is the relative spacing of the searched inverse scales: ggml's quantize_row_iq4_nl_impl steps its
+// inverse scale by 1/127 of the first guess (itry + 127)/max.
+const scaleStep = 1.0 / 128
+
+// FakeQuant quantizes src with d and BitMoD's absmax scale, writes the dequantized values to dst and returns the
+// scale, rounded to fp16 as it would be stored.
 func (d Datatype) FakeQuant(dst, src []float32) float32 {
-	scale := d.absmaxScale(src, 1)
-	d.roundTo(dst, src, scale)
+	codes := make([]uint8, len(src))
+	h, _ := newCodebook(d).encode(codes, make([]uint8, len(src)), src, nil, 0, 0)
+	scale := fp16ToFloat32(h)
+	for i, c := range codes {
+		dst[i] = d.Values[c] * scale
+	}
 	return scale
 }
 
-// absmaxScale is the group's scale times shrink, clamped as BitMoD's quant_weight.py does and rounded to fp16.
-func (d Datatype) absmaxScale(src []float32, shrink float32) float32 {
+// codebook is a Datatype prepared for rounding: the midpoints between its values and a table that gives, for any
+// input, the nearest value up to one step, so that rounding costs a lookup and a comparison or two instead of a
+// search.
+type codebook struct {
+	Datatype
+	mid     []float32
+	lut     [codebookLUT]uint8
+	lo, inv float32 // lut index of v is (v - lo)·inv
+}
+
+const codebookLUT = 256
+
+func newCodebook(d Datatype) *codebook {
+	c := &codebook{Datatype: d, mid: make([]float32, len(d.Values)-1)}
+	for i := range c.mid {
+		c.mid[i] = (d.Values[i] + d.Values[i+1]) / 2
+	}
+	c.lo = d.Values[0]
+	c.inv = codebookLUT / (d.Values[len(d.Values)-1] - c.lo)
+	for b := range c.lut {
+		c.lut[b] = c.search(c.lo + float32(b)/c.inv)
+	}
+	return c
+}
+
+// search is the index of the value nearest to v, the lower on a tie (midpoint thresholds, as BitMoD rounds).
+func (c *codebook) search(v float32) uint8 {
+	lo, hi := 0, len(c.mid)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if v > c.mid[m] {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return uint8(lo)
+}
+
+// nearest is search, started from the table's guess and corrected by walking; the result is exactly search's.
+func (c *codebook) nearest(v float32) uint8 {
+	f := (v - c.lo) * c.inv
+	var k int
+	switch {
+	case f >= codebookLUT-1:
+		k = int(c.lut[codebookLUT-1])
+	case f > 0:
+		k = int(c.lut[int(f)])
+	}
+	for k < len(c.mid) && v > c.mid[k] {
+		k++
+	}
+	for k > 0 && v <= c.mid[k-1] {
+		k--
+	}
+	return uint8(k)
+}
+
+// encode quantizes one group with d: codes receives the index of each value and the results are the stored scale
+// (fp16 bits, with the low idBits mantissa bits clear, see scaleBits) and the weighted squared error. With search
+// = 0 the scale is BitMoD's absmax one. Otherwise, in the manner of ggml's make_qx_quants and
+// quantize_row_iq4_nl_impl, 2·search+1 inverse scales around the absmax one each assign codes and refit the scale
+// by weighted least squares (d = Σw·q·x / Σw·q²); the refit maximising (Σw·q·x)²/Σw·q² is kept if, once stored and
+// the codes reassigned, its weighted error is below the absmax scale's. A SignedScale type tries both signs of the
+// scale (the group's largest-magnitude element at either end of the table) and searches around the better one.
+func (d *codebook) encode(codes, scratch []uint8, x, w []float32, search, idBits int) (uint16, float64) {
 	var amax, xmax float32
-	for _, x := range src {
-		if a := float32(math.Abs(float64(x))); a > amax {
-			amax, xmax = a, x
+	for _, v := range x {
+		if a := abs32(v); a > amax {
+			amax, xmax = a, v
 		}
 	}
 	if amax == 0 {
-		return 0
+		return 0, d.assign(codes, x, w, 0)
 	}
 	lo, hi := d.Values[0], d.Values[len(d.Values)-1]
-	var scale float32
+	starts := []float32{amax / max(-lo, hi)}
 	if d.SignedScale {
-		scale = xmax / lo
-	} else {
-		scale = amax / max(-lo, hi)
+		starts = []float32{xmax / lo, xmax / hi}
 	}
-	sign := float32(1)
-	if scale < 0 {
-		sign, scale = -1, -scale
+	bestH, bestErr, tried := uint16(0), 0.0, false
+	// try keeps scale s if it is the first or is stored with less error than the best so far, and says so; the
+	// first is always kept so that infinite or NaN input still gets codes.
+	try := func(s float32) bool {
+		h := scaleBits(s, idBits)
+		e := d.assign(scratch, x, w, fp16ToFloat32(h))
+		if tried && !(e < bestErr) {
+			return false
+		}
+		tried = true
+		bestH, bestErr = h, e
+		copy(codes, scratch)
+		return true
 	}
-	return sign * fp16ToFloat32(fp32ToFP16(min(max(scale*shrink, minGroupScale), maxGroupScale)))
+	var scale float32
+	for _, s := range starts {
+		if try(s) {
+			scale = s
+		}
+	}
+	if search == 0 {
+		return bestH, bestErr
+	}
+	// Only the better sign is searched: the other one's refits would have to beat its whole error.
+	id0 := 1 / scale
+	var best, bestD float32
+	for k := -search; k <= search; k++ {
+		id := id0 * (1 + scaleStep*float32(k))
+		var sumqx, sumq2 float32
+		for i, v := range x {
+			q := d.Values[d.nearest(v*id)]
+			wi := float32(1)
+			if w != nil {
+				wi = w[i]
+			}
+			sumqx += wi * q * v
+			sumq2 += wi * q * q
+		}
+		if sumq2 > 0 && sumqx*sumqx > best*sumq2 {
+			best, bestD = sumqx*sumqx/sumq2, sumqx/sumq2
+		}
+	}
+	if bestD != 0 {
+		try(bestD)
+	}
+	return bestH, bestErr
 }
 
-func (d Datatype) roundTo(dst, src []float32, scale float32) {
+// scaleBits is how a group's scale is stored: clamped as BitMoD's quant_weight.py does, keeping its sign, and
+// rounded to fp16; with idBits > 0 the bit pattern is then rounded to a multiple of 2^idBits, freeing the low
+// mantissa bits for the group's type id (GroupOptions.IDInScale). Rounding the pattern of a finite positive or
+// negative half rounds its magnitude, a carry moving into the exponent as it should.
+func scaleBits(s float32, idBits int) uint16 {
+	sign := float32(1)
+	if s < 0 {
+		sign, s = -1, -s
+	}
+	h := fp32ToFP16(sign * min(max(s, minGroupScale), maxGroupScale))
+	if idBits == 0 {
+		return h
+	}
+	half := uint16(1) << (idBits - 1)
+	return (h + half) &^ (half<<1 - 1)
+}
+
+// assign gives each value of x the code nearest to it at scale and returns the weighted squared error.
+func (d *codebook) assign(codes []uint8, x, w []float32, scale float32) float64 {
+	var e float64
 	if scale == 0 {
-		clear(dst[:len(src)])
-		return
+		z := d.nearest(0)
+		for i, v := range x {
+			codes[i] = z
+			e += groupWeight(w, i) * float64(v) * float64(v)
+		}
+		return e
 	}
 	inv := 1 / scale
-	for i, x := range src {
-		v := x * inv
-		// Values are few and sorted: the first entry whose midpoint with the next exceeds v is the nearest.
-		k := 0
-		for k < len(d.Values)-1 && v > (d.Values[k]+d.Values[k+1])/2 {
-			k++
-		}
-		dst[i] = d.Values[k] * scale
+	for i, v := range x {
+		c := d.nearest(v * inv)
+		codes[i] = c
+		r := float64(d.Values[c]*scale - v)
+		e += groupWeight(w, i) * r * r
 	}
+	return e
 }
 
-// GroupBPW is the storage cost in bits per weight of per-group datatypes: codes, an fp16 scale and a type id per
-// group.
-func GroupBPW(types []Datatype, group int) float64 {
+func groupWeight(w []float32, i int) float64 {
+	if w == nil {
+		return 1
+	}
+	return float64(w[i])
+}
+
+// GroupBPW is the storage cost in bits per weight of per-group datatypes: codes, and per group an fp16 scale and
+// a type id, which idInScale stores in the scale's low mantissa bits.
+func GroupBPW(types []Datatype, group int, idInScale bool) float64 {
+	perGroup := 16
+	if !idInScale {
+		perGroup += TypeIDBits(types)
+	}
+	return float64(CodeBits(types)) + float64(perGroup)/float64(group)
+}
+
+// CodeBits is the code width of a candidate set: that of its widest type.
+func CodeBits(types []Datatype) int {
 	b := 0
 	for _, t := range types {
 		b = max(b, t.Bits())
 	}
-	return float64(b) + float64(16+bits.Len(uint(len(types)-1)))/float64(group)
+	return b
 }
 
-// GroupOptions configures FakeQuantGroups.
+// TypeIDBits is the width of a group's type id: 0 for a single type.
+func TypeIDBits(types []Datatype) int { return bits.Len(uint(len(types) - 1)) }
+
+// GroupOptions configures QuantizeGroups.
 type GroupOptions struct {
 	// Group is the number of values per group along a row; 0 means BitMoDGroup.
 	Group int
 	// Importance holds a weight per column (nPerRow of them) for the error that selects types, or nil for plain
 	// MSE as in the paper.
 	Importance []float32
-	// ScaleSearch is how many smaller scales are tried besides the absmax one, each 2 % below the previous, in the
-	// spirit of ggml's scale searches (make_qx_quants); 0 is the paper's plain absmax.
+	// ScaleSearch is how many inverse scales on each side of the absmax one are tried, each refitted by least
+	// squares (see Datatype.encode); 0 is the paper's plain absmax.
 	ScaleSearch int
+	// IDInScale stores each group's type id in the low mantissa bits of its fp16 scale instead of beside it, so
+	// that a group costs 16 bits besides its codes, as a Q4_0 or IQ4_NL block does.
+	IDInScale bool
 }
 
-// FakeQuantGroups quantizes src, rows of nPerRow values, in groups along each row: every group is quantized with
-// each of types (and each searched scale) and keeps the one with the least squared error. dst receives the
-// dequantized values; the result is the index in types chosen for each group, row by row. Rows run in parallel;
-// the output does not depend on it.
-func FakeQuantGroups(dst, src []float32, nPerRow int, types []Datatype, o GroupOptions) ([]uint8, error) {
-	group, importance := o.Group, o.Importance
+// Groups is a tensor quantized with per-group datatypes: what packed storage holds.
+type Groups struct {
+	Types   []Datatype
+	Group   int
+	NPerRow int
+	// Codes holds one index into the group's datatype's Values per element.
+	Codes []uint8
+	// TypeIDs holds one index into Types per group, row by row.
+	TypeIDs []uint8
+	// Scales holds one fp16 scale (its bits) per group; with IDInScale, its low TypeIDBits bits are the type id,
+	// and the scale is the half with them clear.
+	Scales    []uint16
+	IDInScale bool
+}
+
+// idMask is the part of a stored scale that holds the type id.
+func (g *Groups) idMask() uint16 {
+	if !g.IDInScale {
+		return 0
+	}
+	return uint16(1)<<TypeIDBits(g.Types) - 1
+}
+
+// ValidateGroupLayout checks the shape rules of per-group quantization.
+func ValidateGroupLayout(n, nPerRow, group int, types []Datatype) error {
+	switch {
+	case len(types) == 0 || len(types) > math.MaxUint8+1:
+		return fmt.Errorf("quant: %d datatypes; want 1 to 256", len(types))
+	case nPerRow <= 0 || n%nPerRow != 0:
+		return fmt.Errorf("quant: %d values are not whole rows of %d", n, nPerRow)
+	case group <= 0 || nPerRow%group != 0:
+		return fmt.Errorf("quant: row length %d is not a multiple of the group size %d", nPerRow, group)
+	}
+	for _, t := range types {
+		if len(t.Values) < 2 || len(t.Values) > 256 {
+			return fmt.Errorf("quant: datatype %q has %d values; want 2 to 256", t.Name, len(t.Values))
+		}
+		for i, v := range t.Values {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) || (i > 0 && v <= t.Values[i-1]) {
+				return fmt.Errorf("quant: datatype %q: value %d (%v) is not finite and above the one before", t.Name, i, v)
+			}
+		}
+	}
+	return nil
+}
+
+// QuantizeGroups quantizes src, rows of nPerRow values, in groups along each row: every group is quantized with
+// each of types and keeps the one with the least (importance-weighted) squared error, the first on a tie. Rows
+// run in parallel; the result does not depend on it.
+func QuantizeGroups(src []float32, nPerRow int, types []Datatype, o GroupOptions) (*Groups, error) {
+	group := o.Group
 	if group == 0 {
 		group = BitMoDGroup
 	}
-	switch {
-	case len(types) == 0 || len(types) > math.MaxUint8+1:
-		return nil, fmt.Errorf("quant: %d datatypes; want 1 to 256", len(types))
-	case nPerRow <= 0 || len(src)%nPerRow != 0:
-		return nil, fmt.Errorf("quant: %d values are not whole rows of %d", len(src), nPerRow)
-	case group < 0 || nPerRow%group != 0:
-		return nil, fmt.Errorf("quant: row length %d is not a multiple of the group size %d", nPerRow, group)
-	case len(dst) != len(src):
-		return nil, fmt.Errorf("quant: dst has %d values, src %d", len(dst), len(src))
-	case importance != nil && len(importance) != nPerRow:
-		return nil, fmt.Errorf("quant: importance has %d weights, rows have %d elements", len(importance), nPerRow)
-	case o.ScaleSearch < 0 || o.ScaleSearch > 40:
-		return nil, fmt.Errorf("quant: scale search of %d steps; want 0 to 40", o.ScaleSearch)
+	if err := ValidateGroupLayout(len(src), nPerRow, group, types); err != nil {
+		return nil, err
 	}
-	for _, t := range types {
-		if len(t.Values) < 2 {
-			return nil, fmt.Errorf("quant: datatype %q has %d values; want at least 2", t.Name, len(t.Values))
-		}
+	switch {
+	case o.Importance != nil && len(o.Importance) != nPerRow:
+		return nil, fmt.Errorf("quant: importance has %d weights, rows have %d elements", len(o.Importance), nPerRow)
+	case o.ScaleSearch < 0 || o.ScaleSearch > MaxScaleSearch:
+		return nil, fmt.Errorf("quant: scale search of %d steps; want 0 to %d", o.ScaleSearch, MaxScaleSearch)
+	case o.IDInScale && TypeIDBits(types) > 4:
+		return nil, fmt.Errorf("quant: %d datatypes need %d id bits; at most 4 fit in a scale", len(types), TypeIDBits(types))
+	}
+	g := &Groups{Types: types, Group: group, NPerRow: nPerRow, Codes: make([]uint8, len(src)),
+		TypeIDs: make([]uint8, len(src)/group), Scales: make([]uint16, len(src)/group), IDInScale: o.IDInScale}
+	idBits := 0
+	if o.IDInScale {
+		idBits = TypeIDBits(types)
 	}
 	perRow := nPerRow / group
-	ids := make([]uint8, len(src)/group)
-	workers := parallel.Workers(0)
-	scratch := make([][]float32, workers)
-	for w := range scratch {
-		scratch[w] = make([]float32, group)
+	books := make([]*codebook, len(types))
+	for k, t := range types {
+		books[k] = newCodebook(t)
 	}
-	parallel.ForWorker(len(src)/nPerRow, workers, func(w, r int) {
-		tmp := scratch[w]
-		for g := range perRow {
-			lo := r*nPerRow + g*group
-			x, y := src[lo:lo+group], dst[lo:lo+group]
+	workers := parallel.Workers(0)
+	scratch := make([][]uint8, workers)
+	for w := range scratch {
+		scratch[w] = make([]uint8, 2*group)
+	}
+	parallel.ForWorker(len(src)/nPerRow, workers, func(wk, r int) {
+		tmp, spare := scratch[wk][:group], scratch[wk][group:]
+		for j := range perRow {
+			gi := r*perRow + j
+			x, codes := src[gi*group:(gi+1)*group], g.Codes[gi*group:(gi+1)*group]
 			var imp []float32
-			if importance != nil {
-				imp = importance[g*group : (g+1)*group]
+			if o.Importance != nil {
+				imp = o.Importance[j*group : (j+1)*group]
 			}
 			best := math.Inf(1)
-			for k, t := range types {
-				for step := range o.ScaleSearch + 1 {
-					t.roundTo(tmp, x, t.absmaxScale(x, 1-0.02*float32(step)))
-					var e float64
-					for i, v := range x {
-						d := float64(tmp[i] - v)
-						if imp != nil {
-							d *= math.Sqrt(float64(imp[i]))
-						}
-						e += d * d
-					}
-					if e < best || (k == 0 && step == 0) {
-						best = e
-						ids[r*perRow+g] = uint8(k)
-						copy(y, tmp)
-					}
+			for k, t := range books {
+				h, e := t.encode(tmp, spare, x, imp, o.ScaleSearch, idBits)
+				if k == 0 || e < best {
+					best = e
+					g.TypeIDs[gi], g.Scales[gi] = uint8(k), h|uint16(k)&g.idMask()
+					copy(codes, tmp)
 				}
 			}
 		}
 	})
-	return ids, nil
+	return g, nil
+}
+
+// Dequantize writes the values g encodes to dst: Types[id].Values[code] × scale, in float32.
+func (g *Groups) Dequantize(dst []float32) error {
+	if err := ValidateGroupLayout(len(g.Codes), g.NPerRow, g.Group, g.Types); err != nil {
+		return err
+	}
+	groups := len(g.Codes) / g.Group
+	switch {
+	case len(dst) != len(g.Codes):
+		return fmt.Errorf("quant: dst has %d values, the groups %d", len(dst), len(g.Codes))
+	case len(g.TypeIDs) != groups || len(g.Scales) != groups:
+		return fmt.Errorf("quant: %d type ids and %d scales for %d groups", len(g.TypeIDs), len(g.Scales), groups)
+	}
+	mask := g.idMask()
+	for gi := range groups {
+		id := int(g.TypeIDs[gi])
+		if g.IDInScale && id != int(g.Scales[gi]&mask) {
+			return fmt.Errorf("quant: group %d has type id %d, its scale says %d", gi, id, g.Scales[gi]&mask)
+		}
+		if id >= len(g.Types) {
+			return fmt.Errorf("quant: group %d has type id %d; there are %d types", gi, id, len(g.Types))
+		}
+		vals, scale := g.Types[id].Values, fp16ToFloat32(g.Scales[gi]&^mask)
+		for i, c := range g.Codes[gi*g.Group : (gi+1)*g.Group] {
+			if int(c) >= len(vals) {
+				return fmt.Errorf("quant: element %d has code %d; datatype %q has %d values", gi*g.Group+i, c, g.Types[id].Name, len(vals))
+			}
+			dst[gi*g.Group+i] = vals[c] * scale
+		}
+	}
+	return nil
+}
+
+// FakeQuantGroups is QuantizeGroups followed by Dequantize into dst; it returns the type id of each group.
+func FakeQuantGroups(dst, src []float32, nPerRow int, types []Datatype, o GroupOptions) ([]uint8, error) {
+	if len(dst) != len(src) {
+		return nil, fmt.Errorf("quant: dst has %d values, src %d", len(dst), len(src))
+	}
+	g, err := QuantizeGroups(src, nPerRow, types, o)
+	if err != nil {
+		return nil, err
+	}
+	return g.TypeIDs, g.Dequantize(dst)
 }

@@ -26,7 +26,9 @@ func FuzzIndex(f *testing.F) {
 		"model-00001-of-00002.safetensors": {"a", "b"},
 		"model-00002-of-00002.safetensors": {"c"},
 	}
-	files := map[string][]byte{}
+	// The shards are parsed once: a File from NewReader holds no resource, so the Model's Close leaves it usable,
+	// and each input then costs only its own parsing.
+	files := map[string]*File{}
 	for name, tensors := range shards {
 		var h bytes.Buffer
 		h.WriteByte('{')
@@ -37,7 +39,11 @@ func FuzzIndex(f *testing.F) {
 			fmt.Fprintf(&h, `%q:{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}`, t, i, i+1)
 		}
 		h.WriteByte('}')
-		files[name] = []byte(file(h.String(), string(make([]byte, len(tensors)))))
+		b := []byte(file(h.String(), string(make([]byte, len(tensors)))))
+		var err error
+		if files[name], err = NewReader(namedReader{bytes.NewReader(b), name}, int64(len(b))); err != nil {
+			f.Fatal(err)
+		}
 	}
 	good := `{"metadata":{"total_size":3},"weight_map":{"a":"model-00001-of-00002.safetensors",` +
 		`"b":"model-00001-of-00002.safetensors","c":"model-00002-of-00002.safetensors"}}`
@@ -54,11 +60,10 @@ func FuzzIndex(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		open := func(shard string) (*File, error) {
-			b, ok := files[shard]
-			if !ok {
-				return nil, fmt.Errorf("%s: %w", shard, os.ErrNotExist)
+			if f, ok := files[shard]; ok {
+				return f, nil
 			}
-			return NewReader(namedReader{bytes.NewReader(b), shard}, int64(len(b)))
+			return nil, fmt.Errorf("%s: %w", shard, os.ErrNotExist)
 		}
 		m, err := OpenIndexFunc("index.json", data, open)
 		weightMap, perr := parseIndex("index.json", data)

@@ -16,34 +16,8 @@ import (
 // FuzzHeader feeds arbitrary files to the reader. A file is either refused with a *FormatError or accepted, and an
 // accepted file must satisfy the format's invariants and survive a rewrite in both layouts.
 func FuzzHeader(f *testing.F) {
-	for _, a := range attacks {
-		f.Add([]byte(a.file))
-	}
-	f.Add([]byte(file(`{"__metadata__":{"a":"b"},"x":{"dtype":"F4","shape":[2,1],"data_offsets":[0,1]},"y":{"dtype":"BF16","shape":[],"data_offsets":[1,3]}}`, "abc")))
-	if shared, ok := testshared.Dir(); ok {
-		golden := 0
-		filepath.WalkDir(shared, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".safetensors") {
-				return err
-			}
-			if strings.Contains(p, "golden") {
-				if golden++; golden > 4 {
-					return nil
-				}
-			}
-			raw, err := os.ReadFile(p)
-			if err != nil || len(raw) < 8 {
-				return err
-			}
-			n := binary.LittleEndian.Uint64(raw)
-			if n <= uint64(len(raw)-8) {
-				f.Add(raw[:8+n]) // the real header, without its data
-			}
-			if len(raw) <= 32<<10 {
-				f.Add(raw) // a whole small file
-			}
-			return nil
-		})
+	for _, seed := range fuzzSeeds() {
+		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := NewReader(bytes.NewReader(data), int64(len(data)))
@@ -85,4 +59,42 @@ func FuzzHeader(f *testing.F) {
 			sameTensors(t, "rewrite", r, back)
 		}
 	})
+}
+
+// fuzzSeeds are the attack files, a file with metadata and sub-byte types, and the headers (and the whole files,
+// when small) of the real files in ../shared.
+func fuzzSeeds() [][]byte {
+	var seeds [][]byte
+	for _, a := range attacks {
+		seeds = append(seeds, []byte(a.file))
+	}
+	seeds = append(seeds, []byte(file(`{"__metadata__":{"a":"b"},"x":{"dtype":"F4","shape":[2,1],"data_offsets":[0,1]},"y":{"dtype":"BF16","shape":[],"data_offsets":[1,3]}}`, "abc")))
+	shared, ok := testshared.Dir()
+	if !ok {
+		return seeds
+	}
+	golden := 0
+	filepath.WalkDir(shared, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".safetensors") {
+			return err
+		}
+		if strings.Contains(p, "golden") {
+			if golden++; golden > 4 {
+				return nil
+			}
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil || len(raw) < 8 {
+			return err
+		}
+		n := binary.LittleEndian.Uint64(raw)
+		if n <= uint64(len(raw)-8) {
+			seeds = append(seeds, raw[:8+n]) // the real header, without its data
+		}
+		if len(raw) <= 32<<10 {
+			seeds = append(seeds, raw) // a whole small file
+		}
+		return nil
+	})
+	return seeds
 }

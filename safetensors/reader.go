@@ -1,7 +1,6 @@
 package safetensors
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -52,12 +51,9 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	if isZstd(m.Data) {
-		raw, err := decompress(path, m.Data)
+		f, err := openZstd(path, m.Data)
 		m.Close()
-		if err != nil {
-			return nil, err
-		}
-		return newFile(path, bytes.NewReader(raw), raw, int64(len(raw)))
+		return f, err
 	}
 	f, err := newFile(path, m, m.Data, int64(len(m.Data)))
 	if err != nil {

@@ -22,6 +22,16 @@ const (
 	maxZstdRatio = 1024
 )
 
+// openZstd reads a compressed file held in memory, which it does not retain: Open's path for .safetensors.zst files,
+// apart so that it can be fuzzed without a file.
+func openZstd(name string, compressed []byte) (*File, error) {
+	raw, err := decompress(name, compressed)
+	if err != nil {
+		return nil, err
+	}
+	return newFile(name, bytes.NewReader(raw), raw, int64(len(raw)))
+}
+
 // decompress expands a zstd-compressed safetensors file. It reads the header first so that it can stop at the size
 // the header declares; newFile then validates the result exactly as for an uncompressed file (a short or overlong
 // stream produces the same errors as a short or overlong file).

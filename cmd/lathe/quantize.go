@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -27,7 +28,7 @@ func quantizeCommand() *cli.Command {
 			"not needed with --dry-run. Types, tensor order and metadata follow llama-quantize.",
 		Flags: []cli.Flag{
 			forceFlag(),
-			&cli.StringFlag{Name: "type", Required: true, Usage: "recipe: Q4_K_M, Q8_0, IQ4_XS, ... (llama-quantize names or numbers)"},
+			&cli.StringFlag{Name: "type", Required: true, Usage: "recipe: Q4_K_M, Q8_0, IQ4_XS, ... (llama-quantize names or numbers), or per-group datatypes: bitmod4, bitmod3, bitmod4nl, bitmod4-paper, bitmod3-paper"},
 			&cli.GenericFlag{Name: "tensor-type", Value: &stringList{}, Usage: "REGEX=TYPE for tensors whose name matches (repeatable; first match wins)"},
 			&cli.StringFlag{Name: "output-tensor-type", Usage: "type of output.weight"},
 			&cli.StringFlag{Name: "token-embedding-type", Usage: "type of token_embd.weight"},
@@ -41,6 +42,12 @@ func quantizeCommand() *cli.Command {
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
 			&cli.Float64Flag{Name: "target-bpw", Usage: "choose each tensor's type from measured error for this many bits per weight (GGUF input)"},
 			&cli.StringFlag{Name: "target-size", Usage: "as --target-bpw for a size of tensor data: bytes, or a whole number with K, M or G (powers of 1024)"},
+			&cli.IntFlag{Name: "group", Value: 128, Usage: "bitmod types: weights per group along a row"},
+			&cli.IntFlag{Name: "scale-search", Value: 7, Usage: "bitmod types: least-squares scale trials on each side of the absmax scale (0: the paper's absmax)"},
+			&cli.BoolFlag{Name: "id-in-scale", Value: true, Usage: "bitmod types: keep each group's type id in its scale's low mantissa bits"},
+			&cli.StringFlag{Name: "fake-quant", Usage: "bitmod types: write the dequantized values as f16, bf16 or f32 instead of packed storage"},
+			&cli.BoolFlag{Name: "lower", Usage: "bitmod types, GGUF in and out: give each tensor the ggml type whose error is nearest the per-group datatypes' at no more bits (others as Q4_K_M)"},
+			&cli.StringFlag{Name: "budget-bitmod", Usage: "with --target-bpw/--target-size: offer these per-group datatypes (bitmod4, bitmod4nl, ...) as candidates too, at --group and --scale-search (with --lower, lowered to ggml types)"},
 		},
 		Action: func(c *cli.Context) error {
 			dry := c.Bool("dry-run")
@@ -49,6 +56,9 @@ func quantizeCommand() *cli.Command {
 			}
 			if n := c.Int("threads"); n > 0 {
 				runtime.GOMAXPROCS(n)
+			}
+			if types, ok := convert.ParseBitMoDType(c.String("type")); ok {
+				return quantizeBitMoD(c, types)
 			}
 			opts, err := quantizeOptions(c)
 			if err != nil {
@@ -71,7 +81,9 @@ func quantizeCommand() *cli.Command {
 					printBudget(c.App.Writer, b)
 					return nil
 				}
-				opts = b.Apply(opts)
+				if opts, err = b.Apply(opts); err != nil {
+					return err
+				}
 			}
 			if dry {
 				plan, err := src.plan(opts)
@@ -256,14 +268,39 @@ func budgetPlan(c *cli.Context, src *quantizeInput, opts convert.QuantizeOptions
 	if c.IsSet("target-bpw") && !(bpw > 0 && bpw <= 32) {
 		return nil, fmt.Errorf("quantize: --target-bpw %v: want a number of bits per weight in (0, 32]", bpw)
 	}
-	b, err := convert.MeasureBudget(src.gguf, convert.BudgetOptions{Quantize: opts, Progress: progress("measure")})
+	bo := convert.BudgetOptions{Quantize: opts, Progress: progress("measure")}
+	if name := c.String("budget-bitmod"); name != "" {
+		cand, err := bitmodCandidate(c, name)
+		if err != nil {
+			return nil, err
+		}
+		bo.BitMoD = []convert.BitMoDCandidate{cand}
+	}
+	b, err := convert.MeasureBudget(src.gguf, bo)
 	if err != nil {
 		return nil, err
 	}
 	if c.IsSet("target-bpw") {
 		target = b.BPWBytes(bpw)
 	}
-	return b, b.Allocate(target)
+	if err := b.Allocate(target); err != nil {
+		return nil, err
+	}
+	if c.Bool("lower") {
+		b.Lower()
+	}
+	return b, nil
+}
+
+// bitmodCandidate is the per-group datatype set name at --group, --scale-search and --id-in-scale.
+func bitmodCandidate(c *cli.Context, name string) (convert.BitMoDCandidate, error) {
+	types, ok := convert.ParseBitMoDType(name)
+	if !ok {
+		return convert.BitMoDCandidate{}, fmt.Errorf("quantize: %q is not a per-group datatype set; want bitmod4, bitmod3, bitmod4nl, bitmod4-paper or bitmod3-paper", name)
+	}
+	g := c.Int("group")
+	return convert.BitMoDCandidate{Name: fmt.Sprintf("%s-g%d", strings.ToLower(name), g), Types: types, Group: g,
+		ScaleSearch: c.Int("scale-search"), IDInScale: c.Bool("id-in-scale") && quant.TypeIDBits(types) <= 4}, nil
 }
 
 // printBudget shows the budgeted plan beside the recipe's, tensor by tensor, with bits per weight and errors.
@@ -273,7 +310,7 @@ func printBudget(out io.Writer, b *convert.Budget) {
 	for _, t := range b.Tensors {
 		r, o := t.Options[t.Recipe], t.Options[t.Chosen]
 		bpw := func(n int64) float64 { return 8 * float64(n) / float64(max(t.Elements, 1)) }
-		fmt.Fprintf(w, "%s\t%s\t%.2f\t%.4g\t%s\t%.2f\t%.4g\t\n", t.Name, r.Type, bpw(r.Bytes), r.Error, o.Type, bpw(o.Bytes), o.Error)
+		fmt.Fprintf(w, "%s\t%s\t%.2f\t%.4g\t%s\t%.2f\t%.4g\t\n", t.Name, r.Name(), bpw(r.Bytes), r.Error, o.Name(), bpw(o.Bytes), o.Error)
 	}
 	bytes, errSum, rBytes, rErr := b.Totals()
 	bpw := func(n int64) float64 { return 8 * float64(n) / float64(max(b.Elements, 1)) }
@@ -284,4 +321,148 @@ func printBudget(out io.Writer, b *convert.Budget) {
 		kind = "importance-weighted squared error"
 	}
 	fmt.Fprintf(out, "budget %s: %s; recipe %s\n", humanBytes(b.Target), kind, humanBytes(rBytes))
+}
+
+// quantizeBitMoD writes per-group datatypes (docs/bitmod.md) as safetensors: a Hugging Face directory gives a
+// directory, a safetensors file a file.
+func quantizeBitMoD(c *cli.Context, types []quant.Datatype) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("quantize: --type %s: expected IN and OUT, got %d arguments", c.String("type"), c.NArg())
+	}
+	opts := convert.BitMoDOptions{Types: types, Group: c.Int("group"), ScaleSearch: c.Int("scale-search"),
+		IDInScale: c.Bool("id-in-scale") && quant.TypeIDBits(types) <= 4, Progress: progress("quantize")}
+	if s := c.String("fake-quant"); s != "" {
+		var err error
+		if opts.FakeQuant, err = tensor.ParseDType(s); err != nil {
+			return fmt.Errorf("quantize: --fake-quant: %w", err)
+		}
+	}
+	var err error
+	if path := c.String("imatrix"); path != "" {
+		if opts.Imatrix, err = convert.OpenImatrix(path); err != nil {
+			return err
+		}
+	}
+	inPath, outPath := c.Args().Get(0), c.Args().Get(1)
+	if c.Bool("lower") {
+		return lowerBitMoD(c, inPath, outPath, opts.Imatrix)
+	}
+	var r *convert.BitMoDReport
+	if st, err := os.Stat(inPath); err == nil && st.IsDir() {
+		m, err := convert.OpenHF(inPath)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		if r, err = convert.WriteBitMoDDir(outPath, m, opts); err != nil {
+			return err
+		}
+	} else {
+		m, err := modelfile.Open(inPath)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		if m.Safetensors == nil {
+			return fmt.Errorf("quantize: --type %s reads safetensors (a file or a Hugging Face directory); %s is %s", c.String("type"), m.Path, m.Format)
+		}
+		err = writeModelOutput(c, inPath, outPath, func(w io.Writer) (err error) {
+			r, err = convert.WriteBitMoD(w, m.Safetensors, opts)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	w := statusWriter(c, outPath)
+	if c.Bool("json") {
+		return writeJSON(w, r)
+	}
+	if c.Bool("report") {
+		t := newTable(w)
+		fmt.Fprintf(t, "tensor\tshape\terror\t%s\t\n", strings.Join(r.Types, "\t"))
+		for _, bt := range r.Tensors {
+			fmt.Fprintf(t, "%s\t%v\t%.4g\t", bt.Name, bt.Shape, bt.Error)
+			for _, n := range bt.TypeCounts {
+				fmt.Fprintf(t, "%d\t", n)
+			}
+			fmt.Fprintln(t)
+		}
+		t.Flush()
+	}
+	kind := "squared error"
+	if r.Weighted {
+		kind = "importance-weighted squared error"
+	}
+	fmt.Fprintf(w, "%s: %d tensors, %s weights at %.4f bpw (group %d), %s %.6g; %d tensors unchanged\n",
+		strings.Join(r.Types, "+"), len(r.Tensors), humanCount(r.Elements), r.BPW, r.Group, kind, r.Error, len(r.Unchanged))
+	return nil
+}
+
+// lowerBitMoD writes a GGUF in which every tensor the per-group datatypes apply to gets the ggml type nearest to
+// their error (Budget.Lower), and every other tensor Q4_K_M's type.
+func lowerBitMoD(c *cli.Context, inPath, outPath string, im *convert.Imatrix) error {
+	src, err := openQuantizeInput(inPath)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	if src.gguf == nil {
+		return fmt.Errorf("quantize: --lower reads GGUF; convert the model first")
+	}
+	cand, err := bitmodCandidate(c, c.String("type"))
+	if err != nil {
+		return err
+	}
+	base := convert.QuantizeOptions{Type: gguf.FileType(15), Imatrix: im} // LLAMA_FTYPE_MOSTLY_Q4_K_M
+	b, err := convert.MeasureBudget(src.gguf, convert.BudgetOptions{Quantize: base, BitMoD: []convert.BitMoDCandidate{cand},
+		Types: append(slices.Clone(convert.DefaultBudgetTypes), tensor.IQ4_NL), Progress: progress("measure")})
+	if err != nil {
+		return err
+	}
+	b.ChooseBitMoD(cand.Name)
+	bitmodPlan := *b
+	bitmodPlan.Tensors = slices.Clone(b.Tensors)
+	b.Target, _, _, _ = bitmodPlan.Totals() // the lowered plan is no larger
+	b.Lower()
+	opts, err := b.Apply(base)
+	if err != nil {
+		return err
+	}
+	opts.Progress = progress("quantize")
+	if err := writeModelOutput(c, inPath, outPath, func(w io.Writer) error { return src.quantize(w, opts) }); err != nil {
+		return err
+	}
+	w := statusWriter(c, outPath)
+	if c.Bool("json") {
+		return writeJSON(w, b)
+	}
+	if c.Bool("report") {
+		printBudget(w, b)
+	}
+	_, perGroupErr, _, _ := bitmodPlan.Totals()
+	bytes, lowered, _, _ := b.Totals()
+	fmt.Fprintf(w, "lowered %s to ggml types: %s, error %.6g (per-group datatypes: %.6g)\n", cand.Name, humanBytes(bytes), lowered, perGroupErr)
+	return nil
+}
+
+// writeModelOutput writes OUT through write and commits it only if write succeeds.
+func writeModelOutput(c *cli.Context, inPath, outPath string, write func(io.Writer) error) error {
+	out, err := createOutput(outPath, c.Bool("force"), inPath)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	if err := write(out); err != nil {
+		return err
+	}
+	return out.commit()
+}
+
+// statusWriter is where a report goes: standard error when standard output holds the model.
+func statusWriter(c *cli.Context, outPath string) io.Writer {
+	if outPath == "-" {
+		return c.App.ErrWriter
+	}
+	return c.App.Writer
 }
