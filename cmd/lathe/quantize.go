@@ -28,7 +28,7 @@ func quantizeCommand() *cli.Command {
 			"not needed with --dry-run. Types, tensor order and metadata follow llama-quantize.",
 		Flags: []cli.Flag{
 			forceFlag(),
-			&cli.StringFlag{Name: "type", Required: true, Usage: "recipe: Q4_K_M, Q8_0, IQ4_XS, ... (llama-quantize names or numbers), or per-group datatypes: bitmod4, bitmod3, bitmod4nl, bitmod4-paper, bitmod3-paper"},
+			&cli.StringFlag{Name: "type", Usage: "recipe: Q4_K_M, Q8_0, IQ4_XS, ... (llama-quantize names or numbers), or per-group datatypes: bitmod4, bitmod3, bitmod4nl, bitmod4-paper, bitmod3-paper; required, except with --target-bpw/--target-size, whose plan starts from Q4_K_M's rules unless --type names another recipe"},
 			&cli.GenericFlag{Name: "tensor-type", Value: &stringList{}, Usage: "REGEX=TYPE for tensors whose name matches (repeatable; first match wins)"},
 			&cli.StringFlag{Name: "output-tensor-type", Usage: "type of output.weight"},
 			&cli.StringFlag{Name: "token-embedding-type", Usage: "type of token_embd.weight"},
@@ -56,6 +56,12 @@ func quantizeCommand() *cli.Command {
 			}
 			if n := c.Int("threads"); n > 0 {
 				runtime.GOMAXPROCS(n)
+			}
+			if !c.IsSet("type") {
+				if !c.IsSet("target-bpw") && !c.IsSet("target-size") {
+					return fmt.Errorf("quantize: --type is required (or --target-bpw/--target-size)")
+				}
+				c.Set("type", "Q4_K_M")
 			}
 			if types, ok := convert.ParseBitMoDType(c.String("type")); ok {
 				return quantizeBitMoD(c, types)

@@ -166,3 +166,21 @@ func TestQuantizeBudgetBitMoD(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeBudgetDefaultRecipe: a budget without --type plans from Q4_K_M's rules, exactly as with --type
+// Q4_K_M; without a budget --type is required.
+func TestQuantizeBudgetDefaultRecipe(t *testing.T) {
+	in := testshared.Path(t, "models", "tiny-llama-a", "gguf", "tiny-llama-a-f32.gguf")
+	plain, code := run(t, "quantize", in, "--target-bpw", "4.8", "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, plain)
+	}
+	typed, _ := run(t, "quantize", in, "--target-bpw", "4.8", "--dry-run", "--json", "--type", "Q4_K_M")
+	if plain != typed {
+		t.Error("the plan without --type differs from the plan with --type Q4_K_M")
+	}
+	if msg, code := run(t, "quantize", in, filepath.Join(t.TempDir(), "out.gguf")); code != 2 ||
+		!strings.Contains(msg, "--type is required") {
+		t.Errorf("exit %d, want 2 and a message asking for --type: %s", code, msg)
+	}
+}
