@@ -124,11 +124,11 @@ func (a *Adapter) GGUFModules(base GGUFBase) ([]Module, error) {
 		if m.Layout != Linear {
 			return nil, fmt.Errorf("%s: module %s: a fan_in_fan_out q/k projection cannot be mapped to GGUF", a.Path, m.Name)
 		}
-		if m.B, err = permuteRows(m.B, heads); err != nil {
+		if m.B, err = permuteRows(m.B, heads, false); err != nil {
 			return nil, fmt.Errorf("%s: module %s: %w", a.Path, m.Name, err)
 		}
 		if m.Magnitude != nil {
-			v, err := permuteRows(*m.Magnitude, heads)
+			v, err := permuteRows(*m.Magnitude, heads, false)
 			if err != nil {
 				return nil, fmt.Errorf("%s: module %s: %w", a.Path, m.Name, err)
 			}
@@ -138,14 +138,15 @@ func (a *Adapter) GGUFModules(base GGUFBase) ([]Module, error) {
 	return mods, nil
 }
 
-// permuteRows returns a copy of v (rows outermost) in GGUF's rotary row order for heads heads.
-func permuteRows(v tensor.View, heads int) (tensor.View, error) {
+// permuteRows returns a copy of v (rows outermost) in GGUF's rotary row order for heads heads, or, with toHF, from
+// GGUF's order back to Hugging Face's.
+func permuteRows(v tensor.View, heads int, toHF bool) (tensor.View, error) {
 	rows := int(v.Shape[0])
 	if rows%(2*heads) != 0 {
 		return tensor.View{}, fmt.Errorf("tensor %q: %d rows are not %d heads of rotary pairs", v.Name, rows, heads)
 	}
 	out := v
 	out.Data = make([]byte, len(v.Data))
-	convert.PermuteRotary(out.Data, v.Data, heads, len(v.Data)/rows, true)
+	convert.PermuteRotary(out.Data, v.Data, heads, len(v.Data)/rows, !toHF)
 	return out, nil
 }

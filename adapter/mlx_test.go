@@ -88,7 +88,7 @@ func TestMLXDiscollama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if at, err = permuteRows(at, base.Heads); err != nil {
+			if at, err = permuteRows(at, base.Heads, false); err != nil {
 				t.Fatal(err)
 			}
 			if ollama, err = encodeFactor(at, at.DType, 1, true); err != nil {

@@ -99,13 +99,10 @@ func (a *Adapter) hfModules(base *HFBase) ([]Module, error) {
 			heads = base.HeadsKV
 		}
 		if heads > 0 {
-			rows := int(m.B.Shape[0])
-			if rows%(2*heads) != 0 {
-				return nil, fmt.Errorf("%s: tensor %q: %d rows are not %d heads of rotary pairs", a.Path, m.B.Name, rows, heads)
+			b, err := permuteRows(m.B, heads, true)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", a.Path, err)
 			}
-			b := m.B
-			b.Data = make([]byte, len(m.B.Data))
-			convert.PermuteRotary(b.Data, m.B.Data, heads, len(b.Data)/rows, false)
 			m.B = b
 		}
 		if m.Layout == GGUFEmbedding {
