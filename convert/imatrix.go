@@ -142,7 +142,7 @@ func readGGUFImatrix(r io.ReaderAt, size int64, name string) (*Imatrix, error) {
 					t.Name, t.DType)}
 			}
 		}
-		if len(p.sums.Dims) > 2 {
+		if len(p.sums.Dims) == 0 || len(p.sums.Dims) > 2 { // a GGUF tensor may have no dimensions: a scalar
 			return nil, fail("tensor %q has %d dimensions, want [columns, experts]", p.sums.Name, len(p.sums.Dims))
 		}
 		ne0 := p.sums.Dims[0]
