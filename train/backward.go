@@ -222,23 +222,27 @@ type loraLinear struct {
 	a, b   []float32
 	da, db []float32
 	rank   int
+	// active is the number of leading ranks the pass uses, rank but during a DyLoRA step (see LoRA.SetRank): the
+	// first active rows of A and columns of B, B read with its full row stride.
+	active int
 	scale  float32
 }
 
-// forward sets y and keeps h = x·Aᵀ (n×rank) for the backward pass.
+// forward sets y and keeps h = x·Aᵀ (n×active) for the backward pass.
 func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
+	r := l.active
 	frozenForward(l.w, y, x, n, buf)
-	kernels.Sgemm(false, true, n, l.rank, l.w.cols, 1, x, l.w.cols, l.a, l.w.cols, 0, h, l.rank)
-	kernels.Sgemm(false, true, n, l.w.rows, l.rank, l.scale, h, l.rank, l.b, l.rank, 1, y, l.w.rows)
+	kernels.Sgemm(false, true, n, r, l.w.cols, 1, x, l.w.cols, l.a, l.w.cols, 0, h, r)
+	kernels.Sgemm(false, true, n, l.w.rows, r, l.scale, h, r, l.b, l.rank, 1, y, l.w.rows)
 }
 
-// backward adds to dx, da and db. With g = scale·dy·B (n×rank): dB += scale·dyᵀ·h, dA += gᵀ·x,
-// dx += dy·W + g·A. tmp holds n·rank values.
+// backward adds to dx, da and db (their first active ranks). With g = scale·dy·B (n×active): dB += scale·dyᵀ·h,
+// dA += gᵀ·x, dx += dy·W + g·A. tmp holds n·active values.
 func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
-	rows, cols, r := l.w.rows, l.w.cols, l.rank
+	rows, cols, r := l.w.rows, l.w.cols, l.active
 	g := tmp[:n*r]
-	kernels.Sgemm(false, false, n, r, rows, l.scale, dy, rows, l.b, r, 0, g, r)
-	kernels.Sgemm(true, false, rows, r, n, l.scale, dy, rows, h, r, 1, l.db, r)
+	kernels.Sgemm(false, false, n, r, rows, l.scale, dy, rows, l.b, l.rank, 0, g, r)
+	kernels.Sgemm(true, false, rows, r, n, l.scale, dy, rows, h, r, 1, l.db, l.rank)
 	kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
 	kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
 	frozenBackward(l.w, dx, dy, n, buf)

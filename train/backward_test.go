@@ -163,8 +163,8 @@ func TestLoRALinearBackward(t *testing.T) {
 		if dt == tensor.F32 {
 			w.f32 = wf
 		}
-		l := &loraLinear{w: w, rank: rank, scale: 1.5, a: randVec(rng, rank*cols, 1), b: randVec(rng, rows*rank, 1),
-			da: make([]float32, rank*cols), db: make([]float32, rows*rank)}
+		l := &loraLinear{w: w, rank: rank, active: rank, scale: 1.5, a: randVec(rng, rank*cols, 1),
+			b: randVec(rng, rows*rank, 1), da: make([]float32, rank*cols), db: make([]float32, rows*rank)}
 		x, r := randVec(rng, n*cols, 1), randVec(rng, n*rows, 1)
 		y, h := make([]float32, n*rows), make([]float32, n*rank)
 		var buf []float32

@@ -25,6 +25,8 @@ type fingerprint struct {
 	Alpha       float64  `json:"alpha"`
 	RSLoRA      bool     `json:"rslora"`
 	Init        string   `json:"init"`
+	Method      string   `json:"method,omitempty"` // absent for plain LoRA, as in checkpoints made before methods
+	Frozen      bool     `json:"dylora-frozen,omitempty"`
 	Targets     []string `json:"target"`
 	Steps       int      `json:"steps"`
 	LR          float64  `json:"lr"`
@@ -41,8 +43,8 @@ type fingerprint struct {
 }
 
 // fingerprintKeys is the order in which differences are looked for.
-var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "target", "steps", "lr", "lr-schedule", "warmup-steps",
-	"weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "data", "model"}
+var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "method", "dylora-frozen", "target", "steps", "lr",
+	"lr-schedule", "warmup-steps", "weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "data", "model"}
 
 func (t *trainer) fingerprint() ([]byte, error) {
 	h := fnv.New64a()
@@ -57,7 +59,12 @@ func (t *trainer) fingerprint() ([]byte, error) {
 		}
 	}
 	o, c := t.opts, t.lora.m.Config
-	return json.Marshal(fingerprint{Rank: o.Rank, Alpha: o.Alpha, RSLoRA: o.RSLoRA, Init: o.Init,
+	method := o.Method
+	if method == MethodLoRA {
+		method = ""
+	}
+	return json.Marshal(fingerprint{Rank: o.Rank, Alpha: o.Alpha, RSLoRA: o.RSLoRA, Init: o.Init, Method: method,
+		Frozen:  o.DyLoRAFrozen,
 		Targets: t.lora.targets(),
 		Steps:   o.Steps, LR: o.LR, Schedule: o.Schedule, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
 		MaxGradNorm: o.MaxGradNorm, GradAccum: o.GradAccum, Batch: o.Batch, Ctx: o.Ctx, Seed: o.Seed,
@@ -87,6 +94,13 @@ func (t *trainer) save(dir string) error {
 	}
 	meta := map[string]string{"step": strconv.Itoa(t.step), "adam_t": strconv.Itoa(t.opt.t),
 		"rng": hex.EncodeToString(rng), "options": string(fp)}
+	if t.ranks != nil {
+		ranks, err := t.ranks.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		meta["dylora_rng"] = hex.EncodeToString(ranks)
+	}
 	if err := safetensors.WriteFile(filepath.Join(dir, CheckpointName), views, meta); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
 	}
@@ -118,6 +132,16 @@ func (t *trainer) restore(dir string) error {
 	}
 	if err := t.pcg.UnmarshalBinary(rng); err != nil {
 		return fmt.Errorf("train: resume: %s: rng: %w", path, err)
+	}
+	if t.ranks != nil {
+		ranks, err := hex.DecodeString(meta["dylora_rng"])
+		if err == nil {
+			err = t.ranks.UnmarshalBinary(ranks)
+		}
+		if err != nil {
+			return fmt.Errorf("train: resume: %s: metadata dylora_rng %q: want the hex state of the rank "+
+				"generator: %w", path, meta["dylora_rng"], err)
+		}
 	}
 	t.opt.m, t.opt.v = make([][]float32, len(t.params)), make([][]float32, len(t.params))
 	for i, p := range t.params {

@@ -29,17 +29,7 @@ func TestResumeByteIdentical(t *testing.T) {
 	ckpt, kept := t.TempDir(), t.TempDir()
 	opts := base
 	opts.Checkpoint, opts.SaveEvery = ckpt, 3
-	opts.Log = func(s StepLog) {
-		if s.Step == 3 {
-			b, err := os.ReadFile(filepath.Join(ckpt, CheckpointName))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(kept, CheckpointName), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	opts.Log = keepCheckpoint(t, ckpt, kept, 3)
 	if _, _, err := Train(m, data, opts); err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 			}
 			*lin = loraLinear{w: w}
 			if on[j] {
-				*lin = loraLinear{w: w, rank: rank, scale: float32(cfg.Scale()), a: a,
+				*lin = loraLinear{w: w, rank: rank, active: rank, scale: float32(cfg.Scale()), a: a,
 					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
 			}
 		}

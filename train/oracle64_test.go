@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -179,15 +180,36 @@ func newModel64(t *testing.T, m *Model) *model64 {
 type factors64 struct{ a, b [][7][]float64 }
 
 func (l *LoRA) factors64() factors64 {
+	return l.collect64(func(lin *loraLinear) (a, b []float32) { return lin.a, lin.b })
+}
+
+// grads64 are the gradients of l's factors in float64, as factors64.
+func (l *LoRA) grads64() factors64 {
+	return l.collect64(func(lin *loraLinear) (a, b []float32) { return lin.da, lin.db })
+}
+
+func (l *LoRA) collect64(pick func(*loraLinear) (a, b []float32)) factors64 {
 	var f factors64
 	for i := range l.layers {
 		var a, b [7][]float64
 		for j, lin := range l.layers[i].linears() {
-			a[j], b[j] = widen(lin.a), widen(lin.b)
+			fa, fb := pick(lin)
+			a[j], b[j] = widen(fa), widen(fb)
 		}
 		f.a, f.b = append(f.a, a), append(f.b, b)
 	}
 	return f
+}
+
+// randomB fills every B with small normal values, so that the gradients of A are not zero.
+func randomB(l *LoRA, rng *rand.Rand) {
+	for i := range l.layers {
+		for _, lin := range l.layers[i].linears() {
+			for j := range lin.b {
+				lin.b[j] = float32(rng.NormFloat64() * 0.05)
+			}
+		}
+	}
 }
 
 // loss64 is the training loss of l's model with the factors f on the windows (targets masked as Step masks them).
@@ -212,8 +234,9 @@ func (w *model64) loss64(l *LoRA, f factors64, windows [][]int32, scored [][]boo
 			lin := l.layers[li].linears()[j]
 			rows, cols := lin.w.rows, lin.w.cols
 			y := linear64(in, n, ly.w[j], rows, cols)
-			h := linear64(in, n, f.a[li][j], lin.rank, cols)
-			delta := linear64(h, n, f.b[li][j], rows, lin.rank)
+			rank := len(f.a[li][j]) / cols // factors cut to fewer ranks than lin's are a DyLoRA slice
+			h := linear64(in, n, f.a[li][j], rank, cols)
+			delta := linear64(h, n, f.b[li][j], rows, rank)
 			for i := range y {
 				y[i] += float64(lin.scale) * delta[i]
 			}
@@ -250,13 +273,7 @@ func TestLoRAWholeModelGradient64(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(21, 22))
-	for i := range l.layers {
-		for _, lin := range l.layers[i].linears() {
-			for j := range lin.b {
-				lin.b[j] = float32(rng.NormFloat64() * 0.05)
-			}
-		}
-	}
+	randomB(l, rng)
 	windows := windowsOf(t, shakespeare(t, m, "shakespeare_val.txt"), B, T)
 	scored := [][]bool{
 		{false, false, true, true, true, true, true, true}, // a prompt of two tokens
@@ -273,6 +290,28 @@ func TestLoRAWholeModelGradient64(t *testing.T) {
 	if math.Abs(loss32-loss64) > 1e-5*loss64 {
 		t.Errorf("the training pass's loss %.7f differs from the oracle's %.7f", loss32, loss64)
 	}
+	checkGradients64(t, l, w64, f, l.grads64(), windows, scored, rng)
+}
+
+// clone is a deep copy of f.
+func (f factors64) clone() factors64 {
+	var c factors64
+	for i := range f.a {
+		var a, b [7][]float64
+		for j := range f.a[i] {
+			a[j], b[j] = slices.Clone(f.a[i][j]), slices.Clone(f.b[i][j])
+		}
+		c.a, c.b = append(c.a, a), append(c.b, b)
+	}
+	return c
+}
+
+// checkGradients64 checks grad, the gradient of the training loss at factors f, against central differences of the
+// float64 oracle's loss, one module kind and factor at a time, along a direction mixing the gradient's own (for
+// signal) and a random one (so that a gradient wrong in direction but not size cannot pass).
+func checkGradients64(t *testing.T, l *LoRA, w64 *model64, f, grad factors64, windows [][]int32, scored [][]bool,
+	rng *rand.Rand) {
+	t.Helper()
 	names := []string{"q", "k", "v", "o", "gate", "up", "down"}
 	for kind, name := range names {
 		for _, factor := range []string{"A", "B"} {
@@ -287,21 +326,13 @@ func TestLoRAWholeModelGradient64(t *testing.T) {
 				}
 				return ps
 			}
-			var gs [][]float32
-			for i := range l.layers {
-				lin := l.layers[i].linears()[kind]
-				if factor == "A" {
-					gs = append(gs, lin.da)
-				} else {
-					gs = append(gs, lin.db)
-				}
-			}
+			gs := params(grad)
 			var gn, rn float64
 			dir := make([][]float64, len(gs))
 			for i, g := range gs {
 				dir[i] = widen(randVec(rng, len(g), 1))
 				for j := range g {
-					gn += float64(g[j]) * float64(g[j])
+					gn += g[j] * g[j]
 					rn += dir[i][j] * dir[i][j]
 				}
 			}
@@ -309,13 +340,13 @@ func TestLoRAWholeModelGradient64(t *testing.T) {
 			var analytic float64
 			for i, g := range gs {
 				for j := range g {
-					dir[i][j] = float64(g[j])/gn + dir[i][j]/rn
-					analytic += float64(g[j]) * dir[i][j]
+					dir[i][j] = g[j]/gn + dir[i][j]/rn
+					analytic += g[j] * dir[i][j]
 				}
 			}
 			const eps = 1e-4
 			at := func(s float64) float64 {
-				shifted := l.factors64()
+				shifted := f.clone()
 				for i, p := range params(shifted) {
 					for j := range p {
 						p[j] += s * dir[i][j]

@@ -23,8 +23,13 @@ type TrainOptions struct {
 	RSLoRA  bool     // scale the update by Alpha/√Rank instead (rsLoRA)
 	Targets []string // projections to adapt, by PEFT module name (q_proj, …, down_proj) [all seven]
 	Init    string   // initial factors: "" (PEFT's default), InitPiSSA or InitMiLoRA; see LoRAConfig.Init
-	Steps   int      // optimizer steps [100]
-	LR      float64  // AdamW peak learning rate [1e-3]
+	// Method is MethodLoRA or MethodDyLoRA (see dylora.go: a rank drawn from 1..Rank per step) [MethodLoRA].
+	Method string
+	// DyLoRAFrozen trains, in a DyLoRA step that drew rank b, only the b-th rank (the paper's "frozen" mode)
+	// instead of all b.
+	DyLoRAFrozen bool
+	Steps        int     // optimizer steps [100]
+	LR           float64 // AdamW peak learning rate [1e-3]
 	// Schedule shapes the learning rate over the steps [Constant], after WarmupSteps steps of linear warmup.
 	Schedule    Schedule
 	WarmupSteps int
@@ -61,6 +66,7 @@ type StepLog struct {
 	Loss      float64  `json:"loss"` // mean loss of the step's micro-batches, before the update
 	LR        float64  `json:"lr"`   // learning rate of the update
 	GradNorm  float64  `json:"grad_norm"`
+	Rank      int      `json:"rank,omitempty"` // the rank a DyLoRA step drew
 	TokensSec float64  `json:"tokens_per_s"`
 	ValLoss   *float64 `json:"val_loss,omitempty"`
 }
@@ -97,6 +103,9 @@ func (o *TrainOptions) defaults() {
 	if o.Schedule == "" {
 		o.Schedule = Constant
 	}
+	if o.Method == "" {
+		o.Method = MethodLoRA
+	}
 }
 
 func (o *TrainOptions) check() error {
@@ -116,6 +125,16 @@ func (o *TrainOptions) check() error {
 	if o.MaxGradNorm < 0 || o.WeightDecay < 0 || o.LR < 0 {
 		return fmt.Errorf("train: learning rate %g, weight decay %g and max grad norm %g must not be negative",
 			o.LR, o.WeightDecay, o.MaxGradNorm)
+	}
+	if o.Method != MethodLoRA && o.Method != MethodDyLoRA {
+		return fmt.Errorf("train: method %q: want %s or %s", o.Method, MethodLoRA, MethodDyLoRA)
+	}
+	if o.Method == MethodDyLoRA && o.Init != "" {
+		return fmt.Errorf("train: method %s trains from PEFT's default initialisation, not %s: its truncated "+
+			"ranks would not be adapters of the original base", o.Method, o.Init)
+	}
+	if o.DyLoRAFrozen && o.Method != MethodDyLoRA {
+		return fmt.Errorf("train: the frozen update is an option of method %s, not %s", MethodDyLoRA, o.Method)
 	}
 	if o.SaveEvery > 0 && o.Checkpoint == "" {
 		return fmt.Errorf("train: saving every %d steps needs a checkpoint directory", o.SaveEvery)
@@ -188,12 +207,15 @@ func Train(m *Model, data *Stream, opts TrainOptions) (*LoRA, []StepLog, error) 
 
 // trainer is the state of a run between steps: everything a checkpoint holds.
 type trainer struct {
-	opts   TrainOptions
-	data   *Stream
-	lora   *LoRA
-	opt    *AdamW
-	pcg    *rand.PCG
-	rng    *rand.Rand
+	opts TrainOptions
+	data *Stream
+	lora *LoRA
+	opt  *AdamW
+	pcg  *rand.PCG
+	rng  *rand.Rand
+	// ranks draws DyLoRA's rank of each step (nil for plain LoRA), a stream of its own so that the windows are
+	// those of a LoRA run with the same seed.
+	ranks  *rand.PCG
 	params [][]float32
 	own    [][]float32 // the gradients LoRA.Step sets
 	grads  [][]float32 // the gradient the update uses: own, or acc when accumulating
@@ -211,6 +233,9 @@ func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 	t := &trainer{opts: opts, data: data, lora: l, opt: NewAdamW(opts.LR), pcg: rand.NewPCG(opts.Seed, 0x64617461)}
 	t.opt.WeightDecay = opts.WeightDecay
 	t.rng = rand.New(t.pcg)
+	if opts.Method == MethodDyLoRA {
+		t.ranks = rand.NewPCG(opts.Seed, 0x64796c6f)
+	}
 	t.params, t.own = l.Params()
 	t.grads = t.own
 	if opts.GradAccum > 1 {
@@ -226,9 +251,25 @@ func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 // next runs one optimizer step.
 func (t *trainer) next() (StepLog, error) {
 	start := time.Now()
+	b := 0
+	if t.ranks != nil {
+		b = 1 + rand.New(t.ranks).IntN(t.opts.Rank)
+		if err := t.lora.SetRank(b); err != nil {
+			return StepLog{}, err
+		}
+	}
 	loss, err := t.gradients()
 	if err != nil {
 		return StepLog{}, err
+	}
+	if t.ranks != nil {
+		if t.opts.DyLoRAFrozen {
+			t.lora.freezeBelow(t.grads, b)
+		}
+		// Validation and the written adapter use the full rank.
+		if err := t.lora.SetRank(t.opts.Rank); err != nil {
+			return StepLog{}, err
+		}
 	}
 	norm := gradNorm(t.grads)
 	if t.opts.MaxGradNorm > 0 {
@@ -238,7 +279,7 @@ func (t *trainer) next() (StepLog, error) {
 	t.opt.LR = t.opts.LR * t.opts.Schedule.Factor(t.step, t.opts.Steps, t.opts.WarmupSteps)
 	t.opt.Step(t.params, t.grads)
 	tokens := t.opts.GradAccum * t.opts.Batch * t.opts.Ctx
-	return StepLog{Step: t.step, Loss: loss, LR: t.opt.LR, GradNorm: norm,
+	return StepLog{Step: t.step, Loss: loss, LR: t.opt.LR, GradNorm: norm, Rank: b,
 		TokensSec: float64(tokens) / time.Since(start).Seconds()}, nil
 }
 
@@ -320,6 +361,11 @@ func (l *LoRA) WritePEFT(dir string) error {
 
 // writeFactors writes factors (A then B of each adapted module, in Params order) as WritePEFT describes.
 func (l *LoRA) writeFactors(dir string, factors [][]float32) error {
+	return l.writeFactorsRank(dir, factors, l.Rank)
+}
+
+// writeFactorsRank is writeFactors for factors of the given rank.
+func (l *LoRA) writeFactorsRank(dir string, factors [][]float32, rank int) error {
 	var views []tensor.View
 	for i := range l.layers {
 		for j, lin := range l.layers[i].linears() {
@@ -330,20 +376,20 @@ func (l *LoRA) writeFactors(dir string, factors [][]float32) error {
 			factors = factors[2:]
 			if heads := l.m.rotaryHeads(lin.w.name); heads > 0 && !l.m.Config.RopeNeoX {
 				hf := make([]float32, len(b))
-				convert.PermuteRotary(floatBytes(hf), floatBytes(b), heads, 4*l.Rank, false)
+				convert.PermuteRotary(floatBytes(hf), floatBytes(b), heads, 4*rank, false)
 				b = hf
 			}
 			name := fmt.Sprintf("base_model.model.model.layers.%d.%s", i, peftModules[j])
 			views = append(views,
-				floatView(name+".lora_A.weight", tensor.Shape{int64(l.Rank), int64(lin.w.cols)}, a),
-				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(l.Rank)}, b))
+				floatView(name+".lora_A.weight", tensor.Shape{int64(rank), int64(lin.w.cols)}, a),
+				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(rank)}, b))
 		}
 	}
 	cfg, err := json.MarshalIndent(map[string]any{
 		"peft_type":               "LORA",
 		"task_type":               "CAUSAL_LM",
 		"base_model_name_or_path": l.m.Path,
-		"r":                       l.Rank,
+		"r":                       rank,
 		"lora_alpha":              l.Alpha,
 		"lora_dropout":            0.0,
 		"target_modules":          l.targets(),

@@ -31,7 +31,9 @@ func trainCommand() *cli.Command {
 			"every layer (A Kaiming-uniform, B zero, scale alpha/rank or alpha/√rank with --rslora, as PEFT; --init pissa or\n" +
 			"milora starts them from the largest or smallest singular triplets of each weight and trains against the\n" +
 			"residual weight, then writes the plain rank-2·rank LoRA that applies to MODEL itself, as PEFT's\n" +
-			"path_initial_model_for_weight_conversion; not for quantized MODELs). --val is\n" +
+			"path_initial_model_for_weight_conversion; not for quantized MODELs). --method dylora draws a rank b in\n" +
+			"1..--rank each step and trains the first b ranks at scale alpha/b, so that the first b ranks of the result\n" +
+			"are a LoRA of rank b (--dylora-rank writes those alone; docs/methods.md). --val is\n" +
 			"scored before training, every --eval-every steps and at the end: the mean loss over non-overlapping chunks\n" +
 			"of --ctx tokens, BOS first. --save-every writes the whole training state to --checkpoint atomically; --resume\n" +
 			"continues such a run, with the same flags, to the bytes an uninterrupted run writes. The result is a PEFT\n" +
@@ -49,6 +51,12 @@ func trainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (the update is scaled by alpha/rank)"},
 			&cli.BoolFlag{Name: "rslora", Usage: "scale the update by alpha/√rank (rank-stabilised LoRA)"},
 			&cli.StringFlag{Name: "init", Usage: "initialise the factors with pissa or milora (SVD of each weight) instead of PEFT's default"},
+			&cli.StringFlag{Name: "method", Value: train.MethodLoRA, Usage: "lora, or dylora: draw a rank in " +
+				"1..--rank each step and train the ranks as nested adapters (docs/methods.md)"},
+			&cli.BoolFlag{Name: "dylora-frozen",
+				Usage: "dylora: train only the drawn rank's own row and column (the paper's frozen mode)"},
+			&cli.IntFlag{Name: "dylora-rank",
+				Usage: "dylora: write only the first N ranks, a LoRA of rank N with the same alpha (default: all --rank)"},
 			&cli.StringFlag{Name: "target", Value: "all-linear",
 				Usage: "projections to adapt: all-linear or a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
 			&cli.IntFlag{Name: "steps", Value: 100, Usage: "optimizer steps"},
@@ -89,6 +97,13 @@ func trainCommand() *cli.Command {
 			if c.Int("save-every") > 0 && c.String("checkpoint") == "" {
 				return fmt.Errorf("train: --save-every needs --checkpoint DIR")
 			}
+			if m := c.String("method"); m != train.MethodLoRA && m != train.MethodDyLoRA {
+				return fmt.Errorf("train: --method %q: want %s or %s", m, train.MethodLoRA, train.MethodDyLoRA)
+			}
+			if n := c.Int("dylora-rank"); n < 0 || n > c.Int("rank") || n > 0 && c.String("method") != train.MethodDyLoRA {
+				return fmt.Errorf("train: --dylora-rank %d: want 1..--rank (%d) with --method %s", n, c.Int("rank"),
+					train.MethodDyLoRA)
+			}
 			if i := c.String("init"); i != "" && i != train.InitPiSSA && i != train.InitMiLoRA {
 				return fmt.Errorf("train: --init %q: want %s or %s", i, train.InitPiSSA, train.InitMiLoRA)
 			}
@@ -107,7 +122,8 @@ func trainCommand() *cli.Command {
 				return err
 			}
 			opts := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), RSLoRA: c.Bool("rslora"),
-				Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Steps: c.Int("steps"), LR: c.Float64("lr"),
+				Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Method: c.String("method"),
+				DyLoRAFrozen: c.Bool("dylora-frozen"), Steps: c.Int("steps"), LR: c.Float64("lr"),
 				Schedule: schedule, WarmupSteps: c.Int("warmup-steps"), WeightDecay: c.Float64("weight-decay"),
 				MaxGradNorm: c.Float64("max-grad-norm"), GradAccum: c.Int("grad-accum"), Batch: c.Int("batch"),
 				Ctx: c.Int("ctx"), Seed: c.Uint64("seed"), EvalEvery: c.Int("eval-every"),
@@ -153,7 +169,12 @@ func trainCommand() *cli.Command {
 				return fmt.Errorf("train: %s: %w", c.String("data"), err)
 			}
 			out := c.String("output")
-			if err := l.WritePEFT(out); err != nil {
+			if n := c.Int("dylora-rank"); n > 0 {
+				err = l.WritePEFTRank(out, n)
+			} else {
+				err = l.WritePEFT(out)
+			}
+			if err != nil {
 				return err
 			}
 			if logOut != nil {
@@ -178,6 +199,13 @@ func trainCommand() *cli.Command {
 			if opts.Init != "" {
 				summary = fmt.Sprintf("wrote %s (%s rank %d, alpha %g, converted to a plain LoRA of rank %d; %d "+
 					"steps on %d tokens", out, opts.Init, opts.Rank, opts.Alpha, 2*opts.Rank, opts.Steps, len(data.Tokens))
+			}
+			if n := c.Int("dylora-rank"); n > 0 {
+				summary = fmt.Sprintf("wrote %s (the first %d ranks of a dylora rank %d, alpha %g; %d steps on %d tokens",
+					out, n, opts.Rank, opts.Alpha, opts.Steps, len(data.Tokens))
+			} else if opts.Method == train.MethodDyLoRA {
+				summary = fmt.Sprintf("wrote %s (dylora rank %d, alpha %g: its first b ranks are a LoRA of rank b; %d "+
+					"steps on %d tokens", out, opts.Rank, opts.Alpha, opts.Steps, len(data.Tokens))
 			}
 			if len(logs) > 0 {
 				last := logs[len(logs)-1]
