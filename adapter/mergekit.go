@@ -769,9 +769,6 @@ func (m *ModelMerge) taskArithmetic(t *mergeTensor, xs [][]float32, seed uint64)
 		return nil, err
 	}
 	for j := range res {
-		if lambda == 0 { // TaskCombiner reads a zero Lambda as 1
-			res[j] = 0
-		}
 		res[j] += base[j]
 	}
 	return res, nil

@@ -137,6 +137,11 @@ merge_method: task_arithmetic
 base_model: b
 models: [{model: m1, parameters: {weight: 0.5}}, {model: m2, parameters: {weight: 0.5}}]
 parameters: {lambda: 1}`, []float64{1.5, 2.0}},
+		{"task_arithmetic lambda 0", models{[]float64{1, 1}, []float64{1, 0}, []float64{0, 2}, nil}, `
+merge_method: task_arithmetic
+base_model: b
+models: [{model: m1, parameters: {weight: 0.5}}, {model: m2, parameters: {weight: 0.5}}]
+parameters: {lambda: 0}`, []float64{1, 1}},
 		{"ties untrimmed", models{zeros(4), []float64{1, -2, 3, 0.5}, []float64{-1, -1, 2, 1}, nil}, `
 merge_method: ties
 base_model: b

@@ -235,7 +235,7 @@ type TaskCombiner struct {
 	// when there is a consensus; a zero divisor (|Σw| < 1e-8 without consensus) counts as 1. PEFT never divides
 	// without a consensus and always divides by the number of agreeing tasks (at least 1) with one.
 	Normalize bool
-	Lambda    float64 // mergekit's lambda, multiplying the result; 0 means 1
+	Lambda    float64 // mergekit's lambda, multiplying the result (1 leaves it as it is)
 }
 
 // Combine writes into dst the merge of the task vectors tvs (all of len(dst)) with one weight each. Every entry is
@@ -253,10 +253,6 @@ func (c TaskCombiner) Combine(dst []float32, tvs [][]float32, weights []float64)
 		if len(tv) != len(dst) {
 			return fmt.Errorf("task vector %d has %d entries, want %d", i, len(tv), len(dst))
 		}
-	}
-	lambda := c.Lambda
-	if lambda == 0 {
-		lambda = 1
 	}
 	weighted := c.Semantics == SemanticsMergekit
 	for j := range dst {
@@ -305,7 +301,7 @@ func (c TaskCombiner) Combine(dst []float32, tvs [][]float32, weights []float64)
 				sum /= div
 			}
 		}
-		dst[j] = float32(sum * lambda)
+		dst[j] = float32(sum * c.Lambda)
 	}
 	return nil
 }
@@ -341,7 +337,7 @@ type TaskMethod struct {
 // methods rescale by L1 and do not normalize); PEFT's "magnitude_prune" is mergekit's magnitude sparsification with
 // no consensus. Sign consensus is "total"/"sum"; set Combiner.Consensus to change it.
 func LookupTaskMethod(name string, sem Semantics) (TaskMethod, error) {
-	m := TaskMethod{Name: name, Combiner: TaskCombiner{Semantics: sem}}
+	m := TaskMethod{Name: name, Combiner: TaskCombiner{Semantics: sem, Lambda: 1}}
 	dareRescale := RescaleDensity
 	if sem == SemanticsMergekit {
 		dareRescale = RescaleL1

@@ -233,13 +233,13 @@ func TestTaskVectorErrors(t *testing.T) {
 // signs of weighted entries (a negative weight flips one), and normalize divides by the agreeing weights.
 func TestConsensusCount(t *testing.T) {
 	tvs := [][]float32{{3}, {-1}, {-1}}
-	peft := TaskCombiner{Semantics: SemanticsPEFT, Consensus: ConsensusCount}
+	peft := TaskCombiner{Semantics: SemanticsPEFT, Consensus: ConsensusCount, Lambda: 1}
 	got := make([]float32, 1)
 	if err := peft.Combine(got, tvs, []float64{1, 1, 1}); err != nil {
 		t.Fatal(err)
 	}
 	closeTo(t, "peft frequency", got, -1)
-	mk := TaskCombiner{Semantics: SemanticsMergekit, Consensus: ConsensusCount, Normalize: true}
+	mk := TaskCombiner{Semantics: SemanticsMergekit, Consensus: ConsensusCount, Normalize: true, Lambda: 1}
 	if err := mk.Combine(got, tvs, []float64{1, -1, 2}); err != nil {
 		t.Fatal(err)
 	}
