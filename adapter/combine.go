@@ -12,6 +12,7 @@ import (
 
 	"github.com/lathe-ml/lathe/internal/linalg"
 	"github.com/lathe-ml/lathe/internal/parallel"
+	"github.com/lathe-ml/lathe/quant"
 	"github.com/lathe-ml/lathe/spectral"
 	"github.com/lathe-ml/lathe/tensor"
 )
@@ -459,13 +460,19 @@ func combinedConfig(first *Adapter, names []string, ranks map[string]int) ([]byt
 	}, "", "  ")
 }
 
+// floats expands a tensor of any float or block-quantized type to float32.
 func floats(v tensor.View) ([]float32, error) {
 	n, err := v.Shape.Elements()
 	if err != nil {
 		return nil, err
 	}
 	f := make([]float32, n)
-	if err := tensor.ToFloat32(f, v.Data, v.DType); err != nil {
+	if v.DType.IsQuantized() {
+		err = quant.Decode(v.DType, f, v.Data)
+	} else {
+		err = tensor.ToFloat32(f, v.Data, v.DType)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", v.Name, err)
 	}
 	return f, nil

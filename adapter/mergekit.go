@@ -461,7 +461,7 @@ func (m *ModelMerge) load(in mergeInput) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := decodeFloats(v)
+	f, err := floats(v)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", in.model.Path, err)
 	}
@@ -475,21 +475,6 @@ func (m *ModelMerge) load(in mergeInput) ([]float32, error) {
 		}
 	}
 	return f, nil
-}
-
-// decodeFloats expands a tensor of any float or block-quantized type to float32.
-func decodeFloats(v tensor.View) ([]float32, error) {
-	n, err := v.Shape.Elements()
-	if err != nil {
-		return nil, err
-	}
-	f := make([]float32, n)
-	if v.DType.IsQuantized() {
-		err = quant.Decode(v.DType, f, v.Data)
-	} else {
-		err = tensor.ToFloat32(f, v.Data, v.DType)
-	}
-	return f, err
 }
 
 // global evaluates a method-level parameter for t: slice parameters, then the top-level ones, then the default

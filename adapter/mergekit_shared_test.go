@@ -44,7 +44,7 @@ func decoded(t *testing.T, mf *modelfile.Model, name string) []float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := decodeFloats(v)
+	f, err := floats(v)
 	if err != nil {
 		t.Fatalf("tensor %q: %v", name, err)
 	}

@@ -30,18 +30,9 @@ func maxAbsDiff(t *testing.T, a, b tensor.View) float64 {
 
 func decode(t *testing.T, v tensor.View) []float32 {
 	t.Helper()
-	n, err := v.Shape.Elements()
+	f, err := floats(v)
 	if err != nil {
 		t.Fatal(err)
-	}
-	f := make([]float32, n)
-	if v.DType.IsQuantized() {
-		err = quant.Decode(v.DType, f, v.Data)
-	} else {
-		err = tensor.ToFloat32(f, v.Data, v.DType)
-	}
-	if err != nil {
-		t.Fatalf("tensor %q: %v", v.Name, err)
 	}
 	return f
 }
