@@ -93,21 +93,8 @@ func equalFloats(a, b []float32) bool {
 // memSet writes views to an in-memory safetensors file.
 func memSet(t *testing.T, views ...tensor.View) *safetensors.File {
 	t.Helper()
-	infos := make([]safetensors.TensorInfo, len(views))
-	for i, v := range views {
-		infos[i] = safetensors.TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape}
-	}
 	var buf bytes.Buffer
-	w, err := safetensors.NewWriter(&buf, infos, nil, safetensors.KeepOrder())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range views {
-		if err := w.WriteTensor(v.Name, v.Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := safetensors.Write(&buf, views, nil, safetensors.KeepOrder()); err != nil {
 		t.Fatal(err)
 	}
 	f, err := safetensors.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))

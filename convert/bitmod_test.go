@@ -161,21 +161,8 @@ func writeSet(t testing.TB, views []tensor.View, md map[string]string) *safetens
 
 // setBytes is a safetensors file of views in their order.
 func setBytes(t testing.TB, views []tensor.View, md map[string]string) []byte {
-	var decls []safetensors.TensorInfo
-	for _, v := range views {
-		decls = append(decls, safetensors.TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape})
-	}
 	var buf bytes.Buffer
-	w, err := safetensors.NewWriter(&buf, decls, md, safetensors.KeepOrder())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range views {
-		if err := w.WriteTensor(v.Name, v.Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := safetensors.Write(&buf, views, md, safetensors.KeepOrder()); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

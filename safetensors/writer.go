@@ -301,32 +301,37 @@ func WriteFile(path string, views []tensor.View, metadata map[string]string, opt
 	if strings.HasSuffix(path, ".zst") {
 		opts = append(opts, Zstd())
 	}
-	decls := make([]TensorInfo, len(views))
-	byName := make(map[string]tensor.View, len(views))
-	for i, v := range views {
-		decls[i] = TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape}
-		byName[v.Name] = v
-	}
 	f, err := atomicfile.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Abort()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	w, err := NewWriter(bw, decls, metadata, opts...)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	for _, t := range w.layout {
-		if err := w.WriteTensor(t.Name, byName[t.Name].Data); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := Write(bw, views, metadata, opts...); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return f.Commit()
+}
+
+// Write writes a safetensors file holding the views to w (in the writer's layout order, or theirs with KeepOrder).
+func Write(w io.Writer, views []tensor.View, metadata map[string]string, opts ...Option) error {
+	decls := make([]TensorInfo, len(views))
+	byName := make(map[string]tensor.View, len(views))
+	for i, v := range views {
+		decls[i] = TensorInfo{Name: v.Name, DType: v.DType, Shape: v.Shape}
+		byName[v.Name] = v
+	}
+	sw, err := NewWriter(w, decls, metadata, opts...)
+	if err != nil {
+		return err
+	}
+	for _, t := range sw.layout {
+		if err := sw.WriteTensor(t.Name, byName[t.Name].Data); err != nil {
+			return err
+		}
+	}
+	return sw.Close()
 }

@@ -97,8 +97,7 @@ func matrixSize(shape tensor.Shape) (rows, cols int, err error) {
 
 // WriteMasks writes s as a mask file to w.
 func WriteMasks(w io.Writer, s *MaskSet) error {
-	decls := make([]safetensors.TensorInfo, 0, 2*len(s.Tensors))
-	data := map[string][]byte{}
+	views := make([]tensor.View, 0, 2*len(s.Tensors))
 	for _, t := range s.Tensors {
 		rows, cols, err := matrixSize(t.Shape)
 		if err != nil {
@@ -111,26 +110,16 @@ func WriteMasks(w io.Writer, s *MaskSet) error {
 		for _, d := range t.Shape {
 			shape = binary.LittleEndian.AppendUint64(shape, uint64(d))
 		}
-		decls = append(decls,
-			safetensors.TensorInfo{Name: t.Name + bitmaskSuffix, DType: tensor.U8, Shape: tensor.Shape{int64(rows), int64(t.Mask.Stride())}},
-			safetensors.TensorInfo{Name: t.Name + shapeSuffix, DType: tensor.I64, Shape: tensor.Shape{int64(len(t.Shape))}})
-		data[t.Name+bitmaskSuffix] = t.Mask.Bits
-		data[t.Name+shapeSuffix] = shape
+		views = append(views,
+			tensor.View{Name: t.Name + bitmaskSuffix, DType: tensor.U8, Shape: tensor.Shape{int64(rows), int64(t.Mask.Stride())},
+				Data: t.Mask.Bits},
+			tensor.View{Name: t.Name + shapeSuffix, DType: tensor.I64, Shape: tensor.Shape{int64(len(t.Shape))}, Data: shape})
 	}
 	md := s.Metadata
 	if md == nil {
 		md = map[string]string{}
 	}
-	sw, err := safetensors.NewWriter(w, decls, md)
-	if err != nil {
-		return err
-	}
-	for _, t := range sw.Tensors() {
-		if err := sw.WriteTensor(t.Name, data[t.Name]); err != nil {
-			return err
-		}
-	}
-	return sw.Close()
+	return safetensors.Write(w, views, md)
 }
 
 // WriteMaskFile writes s to path, replacing it only once the whole file is written.
