@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -80,6 +81,27 @@ func MergeAllSafetensors(w io.Writer, base safetensors.Set, adapters []*Adapter,
 	if err != nil {
 		return err
 	}
+	return writeSafetensors(w, base, byTarget, opts)
+}
+
+// MergeDeltasSafetensors writes base with dense updates added, as MergeAllSafetensors writes it: deltas maps base
+// tensor names to ΔW, row-major in the tensor's shape, each scaled by opts.Scale.
+func MergeDeltasSafetensors(w io.Writer, base safetensors.Set, deltas map[string][]float32, opts MergeOptions) error {
+	if opts.OutType != tensor.Invalid && (!opts.OutType.IsFloat() || opts.OutType.IsQuantized()) {
+		return fmt.Errorf("output type %s: a safetensors model holds plain float types", opts.OutType)
+	}
+	byTarget, err := deltaTargets(deltas, opts, func(name string) (tensor.Shape, bool) {
+		t, ok := base.Lookup(name)
+		return t.Shape, ok
+	})
+	if err != nil {
+		return err
+	}
+	return writeSafetensors(w, base, byTarget, opts)
+}
+
+// writeSafetensors streams base to w with the updates of byTarget merged.
+func writeSafetensors(w io.Writer, base safetensors.Set, byTarget map[string][]update, opts MergeOptions) error {
 	infos := base.Tensors()
 	for i, t := range infos {
 		if byTarget[t.Name] != nil && opts.OutType != tensor.Invalid {
@@ -134,6 +156,46 @@ func MergeAllGGUF(w io.Writer, base *gguf.File, adapters []*Adapter, opts MergeO
 	if err != nil {
 		return err
 	}
+	return writeGGUF(w, base, byTarget, opts)
+}
+
+// MergeDeltasGGUF writes the GGUF model base with dense updates added, as MergeAllGGUF writes it: deltas maps
+// tensor names to ΔW, row-major in the tensor's shape, each scaled by opts.Scale.
+func MergeDeltasGGUF(w io.Writer, base *gguf.File, deltas map[string][]float32, opts MergeOptions) error {
+	if len(base.Splits()) > 1 {
+		return errors.New("merging into a split GGUF model is not supported; merge its splits first")
+	}
+	byTarget, err := deltaTargets(deltas, opts, func(name string) (tensor.Shape, bool) {
+		t, ok := base.Info(name)
+		return t.Shape, ok
+	})
+	if err != nil {
+		return err
+	}
+	return writeGGUF(w, base, byTarget, opts)
+}
+
+// deltaTargets checks dense updates against the base's tensors and indexes them as updates.
+func deltaTargets(deltas map[string][]float32, opts MergeOptions, shape func(string) (tensor.Shape, bool)) (map[string][]update, error) {
+	if len(deltas) == 0 {
+		return nil, errors.New("no update to merge")
+	}
+	by := map[string][]update{}
+	for _, name := range slices.Sorted(maps.Keys(deltas)) {
+		s, ok := shape(name)
+		if !ok {
+			return nil, fmt.Errorf("updated tensor %q is not in the base model", name)
+		}
+		if n, err := s.Elements(); err != nil || n != int64(len(deltas[name])) {
+			return nil, fmt.Errorf("tensor %q: an update of %d values for shape %v", name, len(deltas[name]), s)
+		}
+		by[name] = []update{{delta: deltas[name], scale: opts.scale(0)}}
+	}
+	return by, nil
+}
+
+// writeGGUF streams base to w with the updates of byTarget merged.
+func writeGGUF(w io.Writer, base *gguf.File, byTarget map[string][]update, opts MergeOptions) error {
 	infos := base.Tensors()
 	decls := make([]gguf.TensorInfo, len(infos))
 	names := make([]string, len(infos))
@@ -211,6 +273,7 @@ type update struct {
 	m       *Module
 	scale   float64
 	replace *tensor.View
+	delta   []float32 // a dense ΔW (MergeDeltas*), scaled by scale
 }
 
 // targets indexes the updates of every adapter by target, in adapter order, and checks that each target exists in
@@ -312,6 +375,12 @@ func mergeUpdates(v tensor.View, ups []update, out tensor.DType) ([]byte, error)
 			}
 			if w, err = spectral.FromView(asMatrix(*u.replace)); err != nil {
 				return nil, err
+			}
+			continue
+		}
+		if u.delta != nil {
+			for i, d := range u.delta {
+				w.Data[i] += u.scale * float64(d)
 			}
 			continue
 		}

@@ -10,6 +10,8 @@ type AdamW struct {
 
 	t    int
 	m, v [][]float32
+	// scales, when set, returns per-entry factors of the step size (see lrScaler), nil tensors meaning 1.
+	scales func() [][]float32
 }
 
 // NewAdamW returns AdamW with PyTorch's defaults besides the learning rate: betas (0.9, 0.999), eps 1e-8, weight
@@ -32,9 +34,23 @@ func (o *AdamW) Step(params, grads [][]float32) {
 	stepSize := float32(o.LR / (1 - math.Pow(o.Beta1, float64(o.t))))
 	bc2 := float32(math.Sqrt(1 - math.Pow(o.Beta2, float64(o.t))))
 	eps := float32(o.Eps)
+	var scales [][]float32
+	if o.scales != nil {
+		scales = o.scales()
+	}
 	parallel(len(params), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p, g, m, v := params[i], grads[i], o.m[i], o.v[i]
+			if scales != nil && scales[i] != nil {
+				s := scales[i]
+				for j, gj := range g {
+					p[j] *= 1 - (1-decay)*s[j]
+					m[j] += (gj - m[j]) * (1 - b1)
+					v[j] = v[j]*b2 + (1-b2)*gj*gj
+					p[j] -= s[j] * stepSize * m[j] / (float32(math.Sqrt(float64(v[j])))/bc2 + eps)
+				}
+				continue
+			}
 			for j, gj := range g {
 				p[j] *= decay
 				m[j] += (gj - m[j]) * (1 - b1) // torch's lerp_

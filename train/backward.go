@@ -226,7 +226,12 @@ type loraLinear struct {
 	// first active rows of A and columns of B, B read with its full row stride.
 	active int
 	scale  float32
+	// proj, when set, is a registered method's projection, which replaces the factors above.
+	proj projection
 }
+
+// trained says whether the projection has trainable parameters.
+func (l *loraLinear) trained() bool { return l.rank > 0 || l.proj != nil }
 
 // forward sets y and keeps h = x·Aᵀ (n×active) for the backward pass.
 func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {

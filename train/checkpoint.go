@@ -27,6 +27,7 @@ type fingerprint struct {
 	Init        string   `json:"init"`
 	Method      string   `json:"method,omitempty"` // absent for plain LoRA, as in checkpoints made before methods
 	Frozen      bool     `json:"dylora-frozen,omitempty"`
+	MethodArgs  string   `json:"method-arg,omitempty"`
 	Targets     []string `json:"target"`
 	Steps       int      `json:"steps"`
 	LR          float64  `json:"lr"`
@@ -43,7 +44,7 @@ type fingerprint struct {
 }
 
 // fingerprintKeys is the order in which differences are looked for.
-var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "method", "dylora-frozen", "target", "steps", "lr",
+var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "method", "dylora-frozen", "method-arg", "target", "steps", "lr",
 	"lr-schedule", "warmup-steps", "weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "data", "model"}
 
 func (t *trainer) fingerprint() ([]byte, error) {
@@ -64,7 +65,7 @@ func (t *trainer) fingerprint() ([]byte, error) {
 		method = ""
 	}
 	return json.Marshal(fingerprint{Rank: o.Rank, Alpha: o.Alpha, RSLoRA: o.RSLoRA, Init: o.Init, Method: method,
-		Frozen:  o.DyLoRAFrozen,
+		Frozen: o.DyLoRAFrozen, MethodArgs: canonicalArgs(o.MethodArgs),
 		Targets: t.lora.targets(),
 		Steps:   o.Steps, LR: o.LR, Schedule: o.Schedule, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
 		MaxGradNorm: o.MaxGradNorm, GradAccum: o.GradAccum, Batch: o.Batch, Ctx: o.Ctx, Seed: o.Seed,
@@ -88,6 +89,9 @@ func (t *trainer) save(dir string) error {
 		views = append(views, floatView(fmt.Sprintf("lora.%d", i), shape, p),
 			floatView(fmt.Sprintf("adam_m.%d", i), shape, t.opt.m[i]),
 			floatView(fmt.Sprintf("adam_v.%d", i), shape, t.opt.v[i]))
+	}
+	for _, s := range t.methodState() {
+		views = append(views, floatView("method."+s.name, tensor.Shape{int64(len(s.f))}, s.f))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
@@ -150,19 +154,39 @@ func (t *trainer) restore(dir string) error {
 			name string
 			f    []float32
 		}{{"lora", p}, {"adam_m", t.opt.m[i]}, {"adam_v", t.opt.v[i]}} {
-			name := fmt.Sprintf("%s.%d", dst.name, i)
-			v, err := f.Tensor(name)
-			if err != nil {
-				return fmt.Errorf("train: resume: %s: %w", path, err)
+			if err := readFloats(f, path, fmt.Sprintf("%s.%d", dst.name, i), dst.f); err != nil {
+				return err
 			}
-			if v.DType != tensor.F32 || len(v.Shape) != 1 || v.Shape[0] != int64(len(p)) {
-				return fmt.Errorf("train: resume: %s: tensor %s is %s %v, want F32 [%d]", path, name, v.DType,
-					v.Shape, len(p))
-			}
-			tensor.ToFloat32(dst.f, v.Data, tensor.F32)
+		}
+	}
+	for _, s := range t.methodState() {
+		if err := readFloats(f, path, "method."+s.name, s.f); err != nil {
+			return err
 		}
 	}
 	t.opt.t, t.step = adamT, step
+	return nil
+}
+
+// methodState is the state of the run's method that a checkpoint holds (see stateful).
+func (t *trainer) methodState() []namedFloats {
+	if s, ok := t.lora.method.(stateful); ok {
+		return s.state()
+	}
+	return nil
+}
+
+// readFloats reads the F32 vector name of a checkpoint into dst, which fixes its length.
+func readFloats(f *safetensors.File, path, name string, dst []float32) error {
+	v, err := f.Tensor(name)
+	if err != nil {
+		return fmt.Errorf("train: resume: %s: %w", path, err)
+	}
+	if v.DType != tensor.F32 || len(v.Shape) != 1 || v.Shape[0] != int64(len(dst)) {
+		return fmt.Errorf("train: resume: %s: tensor %s is %s %v, want F32 [%d]", path, name, v.DType, v.Shape,
+			len(dst))
+	}
+	tensor.ToFloat32(dst, v.Data, tensor.F32)
 	return nil
 }
 

@@ -33,6 +33,8 @@ type LoRA struct {
 	// initial holds the factors as PiSSA or MiLoRA initialised them, in Params order (nil for the default
 	// initialisation): the trained update is expressed against the original base by subtracting them.
 	initial [][]float32
+	// method is the registered method of LoRAConfig.Method, nil for LoRA and DyLoRA.
+	method method
 }
 
 type loraLayer struct {
@@ -43,11 +45,11 @@ func (l *loraLayer) linears() []*loraLinear {
 	return []*loraLinear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}
 }
 
-// adapted returns the projections that have factors.
+// adapted returns the projections that are trained.
 func (l *loraLayer) adapted() []*loraLinear {
 	var out []*loraLinear
 	for _, lin := range l.linears() {
-		if lin.rank > 0 {
+		if lin.trained() {
 			out = append(out, lin)
 		}
 	}
@@ -58,15 +60,19 @@ func (l *loraLayer) adapted() []*loraLinear {
 func (l *LoRA) targets() []string {
 	var names []string
 	for j, lin := range l.layers[0].linears() {
-		if lin.rank > 0 {
+		if lin.trained() {
 			names = append(names, targetNames[j])
 		}
 	}
 	return names
 }
 
-// project is lin.forward, or the frozen product alone when the projection has no factors.
+// project is the method's projection, lin.forward, or the frozen product alone when the projection is not trained.
 func project(lin *loraLinear, y, h, x []float32, n int, buf *[]float32) {
+	if lin.proj != nil {
+		lin.proj.forward(y, x, n, buf)
+		return
+	}
 	if lin.rank == 0 {
 		frozenForward(lin.w, y, x, n, buf)
 		return
@@ -74,8 +80,12 @@ func project(lin *loraLinear, y, h, x []float32, n int, buf *[]float32) {
 	lin.forward(y, h, x, n, buf)
 }
 
-// projectBack is lin.backward, or the frozen input gradient alone when the projection has no factors.
+// projectBack is the backward pass of project.
 func projectBack(lin *loraLinear, dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
+	if lin.proj != nil {
+		lin.proj.backward(dx, dy, x, n, buf)
+		return
+	}
 	if lin.rank == 0 {
 		frozenBackward(lin.w, dx, dy, n, buf)
 		return
@@ -110,6 +120,10 @@ type LoRAConfig struct {
 	// Init chooses the initial factors: "" for PEFT's default (see NewLoRAConfig), InitPiSSA or InitMiLoRA, which
 	// start from the SVD of each weight and train against the residual base (see LoRA.spectralInit).
 	Init string
+	// Method is a registered method (see method.go; not MethodLoRA or MethodDyLoRA, which are plain factors) that
+	// lays its own trainable parameters on the targeted projections, with its MethodArgs.
+	Method     string
+	MethodArgs map[string]string
 }
 
 // Scale is the factor of B·A in the update.
@@ -167,6 +181,15 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 			cfg.Init, InitPiSSA, InitMiLoRA)
 	}
 	l := &LoRA{LoRAConfig: cfg, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
+	if cfg.Method != "" && cfg.Method != MethodLoRA && cfg.Method != MethodDyLoRA {
+		if cfg.Init != "" {
+			return nil, fmt.Errorf("train: method %s sets its own initial parameters; --init %s is for LoRA", cfg.Method,
+				cfg.Init)
+		}
+		if l.method, err = newMethod(cfg); err != nil {
+			return nil, err
+		}
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261))
 	for i := range l.layers {
 		ml := &m.layers[i]
@@ -184,7 +207,14 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 				a[k] = float32((2*rng.Float64() - 1) * bound)
 			}
 			*lin = loraLinear{w: w}
-			if on[j] {
+			if on[j] && l.method != nil {
+				p, err := l.method.project(site{w: w, layer: i, module: targetNames[j], rows: batch * ctx, cfg: cfg,
+					seed: siteSeed(seed, i, targetNames[j])})
+				if err != nil {
+					return nil, fmt.Errorf("train: method %s on %s: %w", cfg.Method, w.name, err)
+				}
+				lin.proj = p
+			} else if on[j] {
 				*lin = loraLinear{w: w, rank: rank, active: rank, scale: float32(cfg.Scale()), a: a,
 					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
 			}
@@ -230,6 +260,11 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 func (l *LoRA) Params() (params, grads [][]float32) {
 	for i := range l.layers {
 		for _, lin := range l.layers[i].adapted() {
+			if lin.proj != nil {
+				p, g := lin.proj.params()
+				params, grads = append(params, p...), append(grads, g...)
+				continue
+			}
 			params = append(params, lin.a, lin.b)
 			grads = append(grads, lin.da, lin.db)
 		}
@@ -388,11 +423,9 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 func (l *LoRA) backward(targets []int32, count, B, T int) {
 	m, c, g := l.m, l.m.Config, &l.g
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
-	for i := range l.layers {
-		for _, lin := range l.layers[i].adapted() {
-			clear(lin.da)
-			clear(lin.db)
-		}
+	_, all := l.Params()
+	for _, g := range all {
+		clear(g)
 	}
 	crossEntropyBackward(l.logits[:n*c.Vocab], targets, c.Vocab, 1/float32(max(count, 1)))
 	dres, dxn := g.dres[:n*d], g.dxn[:n*d]

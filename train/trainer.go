@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"time"
 
 	"github.com/lathe-ml/lathe/adapter"
@@ -23,8 +25,10 @@ type TrainOptions struct {
 	RSLoRA  bool     // scale the update by Alpha/√Rank instead (rsLoRA)
 	Targets []string // projections to adapt, by PEFT module name (q_proj, …, down_proj) [all seven]
 	Init    string   // initial factors: "" (PEFT's default), InitPiSSA or InitMiLoRA; see LoRAConfig.Init
-	// Method is MethodLoRA or MethodDyLoRA (see dylora.go: a rank drawn from 1..Rank per step) [MethodLoRA].
-	Method string
+	// Method is MethodLoRA, MethodDyLoRA (see dylora.go: a rank drawn from 1..Rank per step) or another of
+	// Methods() [MethodLoRA]; MethodArgs sets its arguments (MethodArgs(Method) lists them).
+	Method     string
+	MethodArgs map[string]string
 	// DyLoRAFrozen trains, in a DyLoRA step that drew rank b, only the b-th rank (the paper's "frozen" mode)
 	// instead of all b.
 	DyLoRAFrozen bool
@@ -126,8 +130,11 @@ func (o *TrainOptions) check() error {
 		return fmt.Errorf("train: learning rate %g, weight decay %g and max grad norm %g must not be negative",
 			o.LR, o.WeightDecay, o.MaxGradNorm)
 	}
-	if o.Method != MethodLoRA && o.Method != MethodDyLoRA {
-		return fmt.Errorf("train: method %q: want %s or %s", o.Method, MethodLoRA, MethodDyLoRA)
+	if _, err := MethodArgs(o.Method); err != nil {
+		return err
+	}
+	if len(o.MethodArgs) > 0 && (o.Method == MethodLoRA || o.Method == MethodDyLoRA) {
+		return fmt.Errorf("train: method %s takes no arguments", o.Method)
 	}
 	if o.Method == MethodDyLoRA && o.Init != "" {
 		return fmt.Errorf("train: method %s trains from PEFT's default initialisation, not %s: its truncated "+
@@ -225,13 +232,16 @@ type trainer struct {
 
 func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets,
-		Init: opts.Init},
+		Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs},
 		opts.Batch, opts.Ctx, opts.Seed)
 	if err != nil {
 		return nil, err
 	}
 	t := &trainer{opts: opts, data: data, lora: l, opt: NewAdamW(opts.LR), pcg: rand.NewPCG(opts.Seed, 0x64617461)}
 	t.opt.WeightDecay = opts.WeightDecay
+	if s, ok := l.method.(lrScaler); ok {
+		t.opt.scales = s.lrScales
+	}
 	t.rng = rand.New(t.pcg)
 	if opts.Method == MethodDyLoRA {
 		t.ranks = rand.NewPCG(opts.Seed, 0x64796c6f)
@@ -271,6 +281,9 @@ func (t *trainer) next() (StepLog, error) {
 			return StepLog{}, err
 		}
 	}
+	if h, ok := t.lora.method.(gradHook); ok {
+		h.beforeUpdate(t.step+1, t.grads)
+	}
 	norm := gradNorm(t.grads)
 	if t.opts.MaxGradNorm > 0 {
 		clipGrads(t.grads, norm, t.opts.MaxGradNorm)
@@ -278,6 +291,11 @@ func (t *trainer) next() (StepLog, error) {
 	t.step++
 	t.opt.LR = t.opts.LR * t.opts.Schedule.Factor(t.step, t.opts.Steps, t.opts.WarmupSteps)
 	t.opt.Step(t.params, t.grads)
+	if h, ok := t.lora.method.(stepHook); ok {
+		if err := h.afterUpdate(t.step); err != nil {
+			return StepLog{}, err
+		}
+	}
 	tokens := t.opts.GradAccum * t.opts.Batch * t.opts.Ctx
 	return StepLog{Step: t.step, Loss: loss, LR: t.opt.LR, GradNorm: norm, Rank: b,
 		TokensSec: float64(tokens) / time.Since(start).Seconds()}, nil
@@ -352,6 +370,9 @@ var peftModules = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_
 // original base equals the trained factors' on the residual one (see writeConverted), so that it applies to the
 // model as released.
 func (l *LoRA) WritePEFT(dir string) error {
+	if l.method != nil {
+		return l.writeMethod(dir)
+	}
 	if l.initial != nil {
 		return l.writeConverted(dir)
 	}
@@ -366,40 +387,77 @@ func (l *LoRA) writeFactors(dir string, factors [][]float32) error {
 
 // writeFactorsRank is writeFactors for factors of the given rank.
 func (l *LoRA) writeFactorsRank(dir string, factors [][]float32, rank int) error {
+	ranks := make([]int, len(factors)/2)
+	for i := range ranks {
+		ranks[i] = rank
+	}
+	return l.writeLoRA(dir, factors, ranks, l.Alpha, l.RSLoRA)
+}
+
+// writeLoRA writes factors (A then B of each trained module, in Params order) of the given ranks as a PEFT LoRA
+// adapter. With alpha > 0 every rank must be the same and the adapter has that lora_alpha; alpha 0 means the
+// scale is folded into the factors: lora_alpha equals r, and modules of another rank than the most common one get
+// rank_pattern and alpha_pattern entries of their own, so that every module has scale 1.
+func (l *LoRA) writeLoRA(dir string, factors [][]float32, ranks []int, alpha float64, rslora bool) error {
 	var views []tensor.View
+	var names []string
+	k := 0
 	for i := range l.layers {
 		for j, lin := range l.layers[i].linears() {
-			if lin.rank == 0 {
+			if !lin.trained() {
 				continue
 			}
-			a, b := factors[0], factors[1]
-			factors = factors[2:]
+			a, b, rank := factors[2*k], factors[2*k+1], ranks[k]
+			k++
 			if heads := l.m.rotaryHeads(lin.w.name); heads > 0 && !l.m.Config.RopeNeoX {
 				hf := make([]float32, len(b))
 				convert.PermuteRotary(floatBytes(hf), floatBytes(b), heads, 4*rank, false)
 				b = hf
 			}
-			name := fmt.Sprintf("base_model.model.model.layers.%d.%s", i, peftModules[j])
+			module := fmt.Sprintf("model.layers.%d.%s", i, peftModules[j])
+			names = append(names, module)
+			name := "base_model.model." + module
 			views = append(views,
 				floatView(name+".lora_A.weight", tensor.Shape{int64(rank), int64(lin.w.cols)}, a),
 				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(rank)}, b))
 		}
 	}
+	r, rankPattern, alphaPattern := ranks[0], map[string]int{}, map[string]float64{}
+	if alpha == 0 {
+		count := map[int]int{}
+		for _, n := range ranks {
+			count[n]++
+			if count[n] > count[r] || count[n] == count[r] && n < r {
+				r = n
+			}
+		}
+		alpha = float64(r)
+		for i, n := range ranks {
+			if n != r {
+				// encoding/json sorts the keys while PEFT takes the first that matches: each matches one module.
+				key := regexp.QuoteMeta(names[i])
+				rankPattern[key], alphaPattern[key] = n, float64(n)
+			}
+		}
+	} else if slices.Min(ranks) != slices.Max(ranks) {
+		return fmt.Errorf("train: writing modules of ranks %d to %d with one lora_alpha", slices.Min(ranks),
+			slices.Max(ranks))
+	}
 	cfg, err := json.MarshalIndent(map[string]any{
 		"peft_type":               "LORA",
 		"task_type":               "CAUSAL_LM",
 		"base_model_name_or_path": l.m.Path,
-		"r":                       rank,
-		"lora_alpha":              l.Alpha,
+		"r":                       r,
+		"lora_alpha":              alpha,
 		"lora_dropout":            0.0,
 		"target_modules":          l.targets(),
 		"bias":                    "none",
 		"fan_in_fan_out":          false,
-		"use_rslora":              l.RSLoRA,
+		"use_rslora":              rslora,
 		"use_dora":                false,
 		"init_lora_weights":       true,
-		"rank_pattern":            map[string]int{},
-		"alpha_pattern":           map[string]float64{},
+		"rank_pattern":            rankPattern,
+		"alpha_pattern":           alphaPattern,
 	}, "", "  ")
 	if err != nil {
 		return err

@@ -46,13 +46,15 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "chat-template",
 				Usage: "render chat records with this template (" + strings.Join(train.ChatTemplateNames(), ", ") + ") instead of the model's"},
 			&cli.BoolFlag{Name: "train-on-prompt", Usage: "score prompts and non-assistant turns too"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "adapter directory to write"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "adapter directory to write (required but for full-rank methods, which write --merge-out)"},
 			&cli.IntFlag{Name: "rank", Value: 8, Usage: "LoRA rank"},
 			&cli.Float64Flag{Name: "alpha", Value: 16, Usage: "LoRA alpha (the update is scaled by alpha/rank)"},
 			&cli.BoolFlag{Name: "rslora", Usage: "scale the update by alpha/√rank (rank-stabilised LoRA)"},
 			&cli.StringFlag{Name: "init", Usage: "initialise the factors with pissa or milora (SVD of each weight) instead of PEFT's default"},
-			&cli.StringFlag{Name: "method", Value: train.MethodLoRA, Usage: "lora, or dylora: draw a rank in " +
-				"1..--rank each step and train the ranks as nested adapters (docs/methods.md)"},
+			&cli.StringFlag{Name: "method", Value: train.MethodLoRA, Usage: "training method: " + methodNames() +
+				" (docs/methods.md)"},
+			&cli.StringSliceFlag{Name: "method-arg", Usage: "KEY=VALUE: an argument of --method (repeat the flag; " +
+				"docs/methods.md lists each method's)"},
 			&cli.BoolFlag{Name: "dylora-frozen",
 				Usage: "dylora: train only the drawn rank's own row and column (the paper's frozen mode)"},
 			&cli.IntFlag{Name: "dylora-rank",
@@ -97,8 +99,26 @@ func trainCommand() *cli.Command {
 			if c.Int("save-every") > 0 && c.String("checkpoint") == "" {
 				return fmt.Errorf("train: --save-every needs --checkpoint DIR")
 			}
-			if m := c.String("method"); m != train.MethodLoRA && m != train.MethodDyLoRA {
-				return fmt.Errorf("train: --method %q: want %s or %s", m, train.MethodLoRA, train.MethodDyLoRA)
+			writesAdapter, err := train.MethodWritesAdapter(c.String("method"))
+			if err != nil {
+				return fmt.Errorf("train: --method %q: want one of %s", c.String("method"), methodNames())
+			}
+			switch {
+			case writesAdapter && c.String("output") == "":
+				return fmt.Errorf("train: --output DIR is required: the adapter directory to write")
+			case !writesAdapter && (c.String("output") != "" || c.String("gguf-out") != ""):
+				return fmt.Errorf("train: --method %s updates the weights at full rank, which no adapter holds: "+
+					"give --merge-out FILE (the merged model) instead of --output and --gguf-out", c.String("method"))
+			case !writesAdapter && c.String("merge-out") == "":
+				return fmt.Errorf("train: --method %s writes a merged model: give --merge-out FILE", c.String("method"))
+			}
+			methodArgs := map[string]string{}
+			for _, kv := range c.StringSlice("method-arg") {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("train: --method-arg %q: want KEY=VALUE", kv)
+				}
+				methodArgs[k] = v
 			}
 			if n := c.Int("dylora-rank"); n < 0 || n > c.Int("rank") || n > 0 && c.String("method") != train.MethodDyLoRA {
 				return fmt.Errorf("train: --dylora-rank %d: want 1..--rank (%d) with --method %s", n, c.Int("rank"),
@@ -123,6 +143,7 @@ func trainCommand() *cli.Command {
 			}
 			opts := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), RSLoRA: c.Bool("rslora"),
 				Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Method: c.String("method"),
+				MethodArgs:   methodArgs,
 				DyLoRAFrozen: c.Bool("dylora-frozen"), Steps: c.Int("steps"), LR: c.Float64("lr"),
 				Schedule: schedule, WarmupSteps: c.Int("warmup-steps"), WeightDecay: c.Float64("weight-decay"),
 				MaxGradNorm: c.Float64("max-grad-norm"), GradAccum: c.Int("grad-accum"), Batch: c.Int("batch"),
@@ -169,9 +190,13 @@ func trainCommand() *cli.Command {
 				return fmt.Errorf("train: %s: %w", c.String("data"), err)
 			}
 			out := c.String("output")
-			if n := c.Int("dylora-rank"); n > 0 {
+			switch n := c.Int("dylora-rank"); {
+			case !writesAdapter:
+				out = c.String("merge-out")
+				err = mergeDeltas(l, modelPath, out)
+			case n > 0:
 				err = l.WritePEFTRank(out, n)
-			} else {
+			default:
 				err = l.WritePEFT(out)
 			}
 			if err != nil {
@@ -191,11 +216,21 @@ func trainCommand() *cli.Command {
 					return err
 				}
 			}
-			if err := adapterOutputs(c, modelPath, out); err != nil {
-				return err
+			if writesAdapter {
+				if err := adapterOutputs(c, modelPath, out); err != nil {
+					return err
+				}
 			}
 			summary := fmt.Sprintf("wrote %s (rank %d, alpha %g, %d steps on %d tokens", out, opts.Rank,
 				opts.Alpha, opts.Steps, len(data.Tokens))
+			if opts.Method != train.MethodLoRA && opts.Method != train.MethodDyLoRA {
+				summary = fmt.Sprintf("wrote %s (%s, %d steps on %d tokens", out, opts.Method, opts.Steps,
+					len(data.Tokens))
+				if !writesAdapter {
+					summary = fmt.Sprintf("wrote %s (MODEL with the %s update merged; %d steps on %d tokens", out,
+						opts.Method, opts.Steps, len(data.Tokens))
+				}
+			}
 			if opts.Init != "" {
 				summary = fmt.Sprintf("wrote %s (%s rank %d, alpha %g, converted to a plain LoRA of rank %d; %d "+
 					"steps on %d tokens", out, opts.Init, opts.Rank, opts.Alpha, 2*opts.Rank, opts.Steps, len(data.Tokens))
@@ -283,4 +318,40 @@ func adapterOutputs(c *cli.Context, modelPath, dir string) error {
 		return o.commit()
 	}
 	return nil
+}
+
+// methodNames lists the training methods for --method's usage.
+func methodNames() string {
+	var names []string
+	for _, m := range train.Methods() {
+		names = append(names, m[0])
+	}
+	return strings.Join(names, ", ")
+}
+
+// mergeDeltas writes MODEL with the full-rank update of a method merged (one file of MODEL's format).
+func mergeDeltas(l *train.LoRA, modelPath, path string) error {
+	deltas, err := l.Deltas()
+	if err != nil {
+		return err
+	}
+	base, err := modelfile.Open(modelPath)
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	o, err := createOutput(path, false, base.Files...)
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	if base.GGUF != nil {
+		err = adapter.MergeDeltasGGUF(o, base.GGUF, deltas, adapter.MergeOptions{})
+	} else {
+		err = adapter.MergeDeltasSafetensors(o, base.Safetensors, deltas, adapter.MergeOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("train: --merge-out: %w", err)
+	}
+	return o.commit()
 }
