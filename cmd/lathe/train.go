@@ -39,7 +39,7 @@ func trainCommand() *cli.Command {
 			"continues such a run, with the same flags, to the bytes an uninterrupted run writes. The result is a PEFT\n" +
 			"adapter directory (and, if asked, a llama.cpp GGUF adapter and a merged model). The same flags and data\n" +
 			"give the same bytes, whatever --threads.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data", Required: true,
 				Usage: "training data: a text file, or JSONL/JSON records (text, prompt/completion, alpaca, chat messages)"},
 			&cli.StringFlag{Name: "data-format", Value: "auto", Usage: "format of --data and --val: auto, text, jsonl or json"},
@@ -81,7 +81,7 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "gguf-out", Usage: "also write the adapter as a llama.cpp LoRA GGUF file"},
 			&cli.StringFlag{Name: "merge-out", Usage: "also write MODEL with the adapter merged (one file of MODEL's format)"},
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
-		},
+		}, compareFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return fmt.Errorf("train: expected MODEL, got %d arguments", c.NArg())
@@ -98,6 +98,9 @@ func trainCommand() *cli.Command {
 			}
 			if c.Int("save-every") > 0 && c.String("checkpoint") == "" {
 				return fmt.Errorf("train: --save-every needs --checkpoint DIR")
+			}
+			if c.String("compare") != "" {
+				return compareMethods(c, c.Args().Get(0))
 			}
 			writesAdapter, err := train.MethodWritesAdapter(c.String("method"))
 			if err != nil {

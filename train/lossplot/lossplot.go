@@ -12,6 +12,7 @@ import (
 	"github.com/lathe-ml/lathe/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 )
@@ -79,4 +80,61 @@ func Save(p *plot.Plot, path string) error {
 		return fmt.Errorf("lossplot: %s: %w", path, err)
 	}
 	return f.Commit()
+}
+
+// Run is one named training run for Compare.
+type Run struct {
+	Name string
+	Logs []train.StepLog
+}
+
+// Compare draws the validation loss of several runs against the step, one colour per run, where every run has at
+// least two validation points; otherwise the training loss of each step.
+func Compare(title string, runs []Run) (*plot.Plot, error) {
+	if len(runs) == 0 {
+		return nil, errors.New("lossplot: no run to compare")
+	}
+	curves := make([]plotter.XYs, len(runs))
+	useVal := true
+	for _, r := range runs {
+		n := 0
+		for _, s := range r.Logs {
+			if s.ValLoss != nil {
+				n++
+			}
+		}
+		useVal = useVal && n >= 2
+	}
+	for i, r := range runs {
+		for _, s := range r.Logs {
+			switch {
+			case useVal && s.ValLoss != nil:
+				curves[i] = append(curves[i], plotter.XY{X: float64(s.Step), Y: *s.ValLoss})
+			case !useVal && s.Step > 0:
+				curves[i] = append(curves[i], plotter.XY{X: float64(s.Step), Y: s.Loss})
+			}
+		}
+		if len(curves[i]) == 0 {
+			return nil, fmt.Errorf("lossplot: run %s has no training step to plot", r.Name)
+		}
+	}
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "training batch loss (nats per token)"
+	if useVal {
+		p.Y.Label.Text = "validation loss (nats per token)"
+	}
+	for i, r := range runs {
+		l, err := plotter.NewLine(curves[i])
+		if err != nil {
+			return nil, err
+		}
+		l.Color, l.Width = plotutil.Color(i), vg.Points(1.2)
+		l.Dashes = plotutil.Dashes(i / len(plotutil.DefaultColors))
+		p.Add(l)
+		p.Legend.Add(r.Name, l)
+	}
+	p.Legend.Top = true
+	return p, nil
 }

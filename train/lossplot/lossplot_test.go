@@ -40,3 +40,39 @@ func TestPlotSave(t *testing.T) {
 		t.Error("a log without training steps was plotted")
 	}
 }
+
+// TestCompare draws validation curves when every run has two or more validation points and training curves
+// otherwise, with one legend entry per run.
+func TestCompare(t *testing.T) {
+	v := []float64{4.2, 3.9, 4.1, 3.7}
+	a := []train.StepLog{{Step: 0, ValLoss: &v[0]}, {Step: 1, Loss: 4.1}, {Step: 2, Loss: 3.8, ValLoss: &v[1]}}
+	b := []train.StepLog{{Step: 0, ValLoss: &v[2]}, {Step: 1, Loss: 4.0}, {Step: 2, Loss: 3.6, ValLoss: &v[3]}}
+	for _, c := range []struct {
+		runs []Run
+		want string
+	}{
+		{[]Run{{"lora", a}, {"dora", b}}, "validation loss"},
+		{[]Run{{"lora", a}, {"dora", b[1:]}}, "training batch loss"},
+	} {
+		p, err := Compare("methods", c.runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "cmp.svg")
+		if err := Save(p, path); err != nil {
+			t.Fatal(err)
+		}
+		svg, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{c.want, ">lora<", ">dora<"} {
+			if !bytes.Contains(svg, []byte(w)) {
+				t.Errorf("the comparison plot does not contain %q", w)
+			}
+		}
+	}
+	if _, err := Compare("none", nil); err == nil {
+		t.Error("an empty comparison was plotted")
+	}
+}
