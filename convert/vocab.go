@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lathe-ml/lathe/gguf"
 )
@@ -254,25 +256,35 @@ func readOptional(path string) ([]byte, error) {
 	return b, err
 }
 
-// readMergesTxt is SpecialVocab._try_load_merges_txt: one "a b" pair per line, an optional leading #version line.
+// readMergesTxt is SpecialVocab._try_load_merges_txt: one "a b" pair per line, an optional leading #version line,
+// other lines skipped. gguf-py reads the file as UTF-8 text, so a file that is not UTF-8 is refused (open() fails
+// on it), lines end at \n, \r\n or \r (universal newlines), and str.split() and str.strip() cut at pythonSpace.
 func readMergesTxt(path string) ([]string, error) {
 	b, err := readOptional(path)
 	if b == nil || err != nil {
 		return nil, err
 	}
-	lines := strings.Split(string(b), "\n")
-	if len(lines) > 0 && strings.HasPrefix(strings.TrimSpace(lines[0]), "#") {
+	lines := strings.Split(strings.ReplaceAll(strings.ReplaceAll(string(b), "\r\n", "\n"), "\r", "\n"), "\n")
+	for i, l := range lines {
+		if !utf8.ValidString(l) {
+			return nil, fmt.Errorf("convert: %s: line %d is not UTF-8 text", path, i+1)
+		}
+	}
+	if strings.HasPrefix(strings.TrimFunc(lines[0], pythonSpace), "#") {
 		lines = lines[1:]
 	}
 	var merges []string
 	for _, l := range lines {
-		parts := strings.Fields(l)
+		parts := strings.FieldsFunc(l, pythonSpace)
 		if len(parts) == 2 {
 			merges = append(merges, parts[0]+" "+parts[1])
 		}
 	}
 	return merges, nil
 }
+
+// pythonSpace is Python's str.isspace for one character: Unicode white space, and the separators \x1c to \x1f.
+func pythonSpace(r rune) bool { return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f }
 
 // set writes the special vocabulary in SpecialVocab.add_to_gguf's order.
 func (sv *specialVocab) set(md *gguf.Metadata) {

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"container/heap"
+	"slices"
 	"strings"
 )
 
@@ -71,6 +72,9 @@ func (t *Tokenizer) partition(frags []fragment, parseSpecial bool) []fragment {
 			continue
 		}
 		tok := t.tokens[id]
+		if !slices.ContainsFunc(frags, func(f fragment) bool { return f.id < 0 && strings.Contains(f.text, tok) }) {
+			continue // most texts hold none of a vocabulary's hundreds of special tokens: no copy of frags
+		}
 		var next []fragment
 		for _, f := range frags {
 			if f.id >= 0 {

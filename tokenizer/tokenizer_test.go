@@ -179,51 +179,77 @@ func TestPreTokenizers(t *testing.T) {
 	}
 }
 
-// FuzzEncode checks that encoding never panics or yields an id outside the vocabulary, and that valid UTF-8 comes
-// back from SentencePiece with byte fallback (with "▁" as a space) and from byte-level BPE exactly.
-func FuzzEncode(f *testing.F) {
+// encodeVocabs opens the two reference vocabularies FuzzEncode and BenchmarkEncode run, SentencePiece and
+// byte-level BPE, and returns them with the texts of llama.cpp's tokenizer tests as seeds.
+func encodeVocabs(tb testing.TB) (spm, bpe *Tokenizer, seeds []string) {
 	dir, ok := testshared.Dir()
 	if !ok {
-		f.Skip("reference vocabularies in ../shared are absent")
+		tb.Skip("reference vocabularies in ../shared are absent")
 	}
 	vocab := filepath.Join(dir, "data", "gguf", "llama.cpp-vocab")
 	spm, err := Open(filepath.Join(vocab, "ggml-vocab-llama-spm.gguf"))
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	bpe, err := Open(filepath.Join(vocab, "ggml-vocab-deepseek-coder.gguf"))
+	bpe, err = Open(filepath.Join(vocab, "ggml-vocab-deepseek-coder.gguf"))
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	inp, err := os.ReadFile(filepath.Join(vocab, "ggml-vocab-llama-spm.gguf.inp"))
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	for _, s := range strings.Split(string(inp), "\n__ggml_vocab_test__\n") {
+	return spm, bpe, strings.Split(string(inp), "\n__ggml_vocab_test__\n")
+}
+
+// checkEncode is FuzzEncode's check of one text.
+func checkEncode(t testing.TB, spm, bpe *Tokenizer, s string) {
+	for _, tok := range []*Tokenizer{spm, bpe} {
+		for _, id := range tok.Encode(s, AddSpecial|ParseSpecial) {
+			if id < 0 || int(id) >= tok.Size() {
+				t.Fatalf("%s: id %d outside %d tokens", tok.Kind(), id, tok.Size())
+			}
+		}
+	}
+	// Invalid UTF-8 can hide a space inside a malformed character, where it is not escaped back, as in llama.cpp.
+	if !utf8.ValidString(s) {
+		return
+	}
+	// "▁" is SentencePiece's space, so it comes back as one.
+	if got, want := spm.Decode(spm.Encode(s, 0)), strings.ReplaceAll(s, "\u2581", " "); got != want {
+		t.Errorf("SPM round trip of %q gave %q", s, got)
+	}
+	if got := bpe.Decode(bpe.Encode(s, 0)); got != s {
+		t.Errorf("BPE round trip of %q gave %q", s, got)
+	}
+}
+
+// FuzzEncode checks that encoding never panics or yields an id outside the vocabulary, and that valid UTF-8 comes
+// back from SentencePiece with byte fallback (with "▁" as a space) and from byte-level BPE exactly.
+func FuzzEncode(f *testing.F) {
+	spm, bpe, seeds := encodeVocabs(f)
+	for _, s := range seeds {
 		f.Add(s)
 	}
 	f.Add("\xff\xfe<s></s>\x00 \u2581")
 	f.Add("0\xfb0A 0000000")
-	f.Fuzz(func(t *testing.T, s string) {
-		ids := spm.Encode(s, AddSpecial|ParseSpecial)
-		ids = append(ids, bpe.Encode(s, AddSpecial|ParseSpecial)...)
-		for _, id := range ids {
-			if id < 0 || int(id) >= max(spm.Size(), bpe.Size()) {
-				t.Fatalf("id %d out of range", id)
-			}
+	f.Fuzz(func(t *testing.T, s string) { checkEncode(t, spm, bpe, s) })
+}
+
+// BenchmarkEncode runs FuzzEncode's check on its seeds: the cost of one fuzzing input, all of it encoding and
+// decoding (the vocabularies are built once).
+func BenchmarkEncode(b *testing.B) {
+	spm, bpe, seeds := encodeVocabs(b)
+	n := 0
+	for _, s := range seeds {
+		n += len(s)
+	}
+	b.SetBytes(int64(n))
+	for b.Loop() {
+		for _, s := range seeds {
+			checkEncode(b, spm, bpe, s)
 		}
-		// Invalid UTF-8 can hide a space inside a malformed character, where it is not escaped back, as in llama.cpp.
-		if !utf8.ValidString(s) {
-			return
-		}
-		// "▁" is SentencePiece's space, so it comes back as one.
-		if got, want := spm.Decode(spm.Encode(s, 0)), strings.ReplaceAll(s, "\u2581", " "); got != want {
-			t.Errorf("SPM round trip of %q gave %q", s, got)
-		}
-		if got := bpe.Decode(bpe.Encode(s, 0)); got != s {
-			t.Errorf("BPE round trip of %q gave %q", s, got)
-		}
-	})
+	}
 }
 
 // FuzzFromGGUF builds vocabularies from arbitrary token lists, types and merges (the metadata of an untrusted GGUF

@@ -106,13 +106,14 @@ func ReadStream(r io.Reader, name string, tok *tokenizer.Tokenizer, opts DataOpt
 	}
 	b := &sampleBuilder{tok: tok, opts: opts, spacePrefix: addsSpacePrefix(tok)}
 	if format == "json" {
-		err = readJSONArray(br, name, b)
+		err = readJSONArray(br, name, b.record)
 	} else {
-		err = readJSONL(br, name, b)
+		err = readJSONL(br, name, b.record)
 	}
 	if err != nil {
 		return nil, st, err
 	}
+	b.flush()
 	if b.samples == 0 {
 		return nil, st, fmt.Errorf("%s: no records", name)
 	}
@@ -156,8 +157,8 @@ func dataFormat(br *bufio.Reader, name, format string) (string, error) {
 	return "text", nil
 }
 
-// readJSONL streams lines of at most MaxRecordBytes; blank lines are skipped.
-func readJSONL(r io.Reader, name string, b *sampleBuilder) error {
+// readJSONL streams lines of at most MaxRecordBytes to record; blank lines are skipped.
+func readJSONL(r io.Reader, name string, record func([]byte) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxRecordBytes)
 	line := 0
@@ -170,7 +171,7 @@ func readJSONL(r io.Reader, name string, b *sampleBuilder) error {
 		if len(bytes.TrimSpace(rec)) == 0 {
 			continue
 		}
-		if err := b.record(rec); err != nil {
+		if err := record(rec); err != nil {
 			return withPlace(err, &DataError{File: name, Line: line})
 		}
 	}
@@ -180,12 +181,11 @@ func readJSONL(r io.Reader, name string, b *sampleBuilder) error {
 		}
 		return &DataError{File: name, Line: line + 1, Err: err}
 	}
-	b.flush()
 	return nil
 }
 
-// readJSONArray streams the elements of a JSON array one at a time.
-func readJSONArray(r io.Reader, name string, b *sampleBuilder) error {
+// readJSONArray streams the elements of a JSON array to record one at a time.
+func readJSONArray(r io.Reader, name string, record func([]byte) error) error {
 	lr := &recordLimit{r: r}
 	dec := json.NewDecoder(lr)
 	if t, err := dec.Token(); err != nil || t != json.Delim('[') {
@@ -197,7 +197,7 @@ func readJSONArray(r io.Reader, name string, b *sampleBuilder) error {
 		if err := dec.Decode(&rec); err != nil {
 			return &DataError{File: name, Record: i, Offset: lr.mark, Err: err}
 		}
-		if err := b.record(rec); err != nil {
+		if err := record(rec); err != nil {
 			return withPlace(err, &DataError{File: name, Record: i, Offset: dec.InputOffset() - int64(len(rec))})
 		}
 	}
@@ -208,7 +208,6 @@ func readJSONArray(r io.Reader, name string, b *sampleBuilder) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return &DataError{File: name, Record: -1, Offset: dec.InputOffset(), Err: errors.New("data after the JSON array")}
 	}
-	b.flush()
 	return nil
 }
 

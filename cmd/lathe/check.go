@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -85,10 +83,8 @@ func checkPolicy(c *cli.Context) (audit.Policy, error) {
 		if err != nil {
 			return p, err
 		}
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
-			return p, fmt.Errorf("--rules %s: %w", path, err)
+		if p, err = audit.ParsePolicy(path, data); err != nil {
+			return p, fmt.Errorf("--rules %w", err)
 		}
 	}
 	if c.IsSet("max-intruders-per-layer") {

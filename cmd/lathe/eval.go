@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -35,7 +33,7 @@ func evalCommand() *cli.Command {
 			defer m.Close()
 			data := c.String("data")
 			if strings.HasSuffix(data, ".jsonl") {
-				texts, err := readJSONLTexts(data)
+				texts, err := train.LoadTexts(data)
 				if err != nil {
 					return err
 				}
@@ -71,35 +69,4 @@ func evalCommand() *cli.Command {
 			return nil
 		},
 	}
-}
-
-// readJSONLTexts reads the "text" field of every line of a JSON Lines file.
-func readJSONLTexts(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var texts []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<30)
-	for line := 1; sc.Scan(); line++ {
-		if strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		var rec struct {
-			Text *string `json:"text"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		if rec.Text == nil {
-			return nil, fmt.Errorf("%s:%d: the record has no \"text\" field", path, line)
-		}
-		texts = append(texts, *rec.Text)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return texts, nil
 }
