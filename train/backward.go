@@ -23,7 +23,8 @@ func rmsNormForward(y, rstd, x, w []float32, d int, eps float32) {
 }
 
 // rmsNormBackward adds to dx the gradient through y = x·w·s, s = (mean(x²)+eps)^-½:
-// dx_j = s·w_j·dy_j − s³·x_j/d · Σᵢ dyᵢ·wᵢ·xᵢ. The weight is frozen: it gets no gradient.
+// dx_j = s·w_j·dy_j − s³·x_j/d · Σᵢ dyᵢ·wᵢ·xᵢ. The weight's own gradient, when it is trained, is
+// rmsNormWeightGrad's.
 func rmsNormBackward(dx, dy, x, w, rstd []float32, d int) {
 	rowsParallel(len(rstd), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -36,6 +37,20 @@ func rmsNormBackward(dx, dy, x, w, rstd []float32, d int) {
 			c := float32(dot) * s * s * s / float32(d)
 			for i, v := range xr {
 				dxr[i] += s*w[i]*dyr[i] - c*v
+			}
+		}
+	})
+}
+
+// rmsNormWeightGrad adds to dw the gradient of the RMSNorm weight, y = x·w·s: dw_j += Σ_r dy_rj·x_rj·s_r, each
+// column summed over the rows in order (columns split between threads), so that the sum does not depend on the
+// thread count.
+func rmsNormWeightGrad(dw, dy, x, rstd []float32, d int) {
+	parallel(d, func(lo, hi int) {
+		for r, s := range rstd {
+			xr, dyr := x[r*d+lo:r*d+hi], dy[r*d+lo:r*d+hi]
+			for j, v := range xr {
+				dw[lo+j] += dyr[j] * v * s
 			}
 		}
 	})

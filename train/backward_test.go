@@ -155,14 +155,7 @@ func TestLoRALinearBackward(t *testing.T) {
 	for _, dt := range []tensor.DType{tensor.F32, tensor.F16} {
 		rng := rand.New(rand.NewPCG(11, 12))
 		const n, rows, cols, rank = 3, 7, 10, 2
-		wf := randVec(rng, rows*cols, 1)
-		rowBytes := cols * int(dt.Bits()) / 8
-		data := make([]byte, rows*rowBytes)
-		tensor.FromFloat32(data, wf, dt)
-		w := &matrix{name: "w", dtype: dt, rows: rows, cols: cols, rowBytes: rowBytes, data: data}
-		if dt == tensor.F32 {
-			w.f32 = wf
-		}
+		w, _ := testWeight(rng, rows, cols, dt)
 		l := &loraLinear{w: w, rank: rank, active: rank, scale: 1.5, a: randVec(rng, rank*cols, 1),
 			b: randVec(rng, rows*rank, 1), da: make([]float32, rank*cols), db: make([]float32, rows*rank)}
 		x, r := randVec(rng, n*cols, 1), randVec(rng, n*rows, 1)
@@ -212,4 +205,18 @@ func TestAdamWFirstStep(t *testing.T) {
 			t.Errorf("param %d = %v after two steps, want %v", i, p[i], w)
 		}
 	}
+}
+
+// testWeight is a random rows×cols weight stored as dt (an aligned F32 weight is used in place, others are decoded
+// block by block) and its float32 values, for the gradient checks of projections.
+func testWeight(rng *rand.Rand, rows, cols int, dt tensor.DType) (*matrix, []float32) {
+	wf := randVec(rng, rows*cols, 1)
+	rowBytes := cols * int(dt.Bits()) / 8
+	data := make([]byte, rows*rowBytes)
+	tensor.FromFloat32(data, wf, dt)
+	w := &matrix{name: "w", dtype: dt, rows: rows, cols: cols, rowBytes: rowBytes, data: data}
+	if dt == tensor.F32 {
+		w.f32 = wf
+	}
+	return w, wf
 }

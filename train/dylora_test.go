@@ -281,7 +281,7 @@ func TestResumeDyLoRA(t *testing.T) {
 	if _, _, err := Train(m, data, plain); err == nil || !strings.Contains(err.Error(), "method") {
 		t.Errorf("resuming a DyLoRA checkpoint as plain LoRA: error %v, want one naming the method", err)
 	}
-	for _, o := range []TrainOptions{{Method: "adalora"}, {Method: MethodDyLoRA, Init: InitPiSSA},
+	for _, o := range []TrainOptions{{Method: "qlora-nonesuch"}, {Method: MethodDyLoRA, Init: InitPiSSA},
 		{DyLoRAFrozen: true}} {
 		o.Steps, o.Batch, o.Ctx = 1, 2, 16
 		if _, _, err := Train(m, data, o); err == nil || !strings.Contains(err.Error(), "method") {

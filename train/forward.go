@@ -304,9 +304,10 @@ func (ws *workspace) input(x []float32, n int) *input {
 	return &ws.in
 }
 
-// mul sets y = x·Wᵀ (+ each adapter's scale·(x·Aᵀ)·Bᵀ) for the rows of in. The activations are first rounded as
-// ggml rounds them for W's type (see activationType); the F32 adapters see them unrounded, as in llama.cpp. Weights
-// other than aligned F32 are decoded a block of rows at a time, in parallel, into a buffer the GEMM then reads.
+// mul sets y = x·Wᵀ (+ each adapter's scale·(x·Aᵀ)·Bᵀ, a DoRA adapter then rescaling the rows of y) for the rows
+// of in. The activations are first rounded as ggml rounds them for W's type (see activationType); the F32 adapters
+// see them unrounded, as in llama.cpp. Weights other than aligned F32 are decoded a block of rows at a time, in
+// parallel, into a buffer the GEMM then reads.
 func (m *Model) mul(w *matrix, y []float32, in *input) {
 	n, x := in.n, in.x[:in.n*w.cols]
 	if m.stats != nil {
@@ -369,6 +370,13 @@ func (m *Model) mul(w *matrix, y []float32, in *input) {
 		m.ws.lora = grow(m.ws.lora, n*a.rank)
 		kernels.Sgemm(false, true, n, a.rank, w.cols, 1, x, w.cols, a.a, w.cols, 0, m.ws.lora, a.rank)
 		kernels.Sgemm(false, true, n, w.rows, a.rank, a.scale, m.ws.lora, a.rank, a.b, a.rank, 1, y, w.rows)
+		if a.rowScale != nil {
+			for i := range n {
+				for r, g := range a.rowScale {
+					y[i*w.rows+r] *= g
+				}
+			}
+		}
 	}
 }
 

@@ -70,15 +70,7 @@ func (l *LoRA) spectralInit() ([][]float32, error) {
 func (lin *loraLinear) svdFactors(minor bool) error {
 	w := lin.w
 	rows, cols, r := w.rows, w.cols, lin.rank
-	wf := make([]float32, rows*cols)
-	if err := w.decodeRows(wf, 0, rows); err != nil {
-		return err
-	}
-	a := make([]float64, len(wf))
-	for i, v := range wf {
-		a[i] = float64(v)
-	}
-	u, s, vt, err := linalg.SVD(rows, cols, a)
+	wf, u, s, vt, err := w.svd()
 	if err != nil {
 		return err
 	}
@@ -108,6 +100,21 @@ func (lin *loraLinear) svdFactors(minor bool) error {
 	lin.w = &matrix{name: w.name, dtype: tensor.F32, rows: rows, cols: cols, rowBytes: 4 * cols,
 		data: floatBytes(wf), f32: wf}
 	return nil
+}
+
+// svd decodes the weight and returns it (float32, rows×cols) with its exact thin SVD in float64 (linalg.SVD: u
+// rows×k, s descending, vt k×cols, k = min(rows, cols)).
+func (w *matrix) svd() (wf []float32, u, s, vt []float64, err error) {
+	wf = make([]float32, w.rows*w.cols)
+	if err := w.decodeRows(wf, 0, w.rows); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	a := make([]float64, len(wf))
+	for i, v := range wf {
+		a[i] = float64(v)
+	}
+	u, s, vt, err = linalg.SVD(w.rows, w.cols, a)
+	return wf, u, s, vt, err
 }
 
 // writeConverted writes the trained factors of a PiSSA or MiLoRA run as a plain LoRA against the original base:

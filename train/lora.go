@@ -2,11 +2,13 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"unsafe"
 
 	"github.com/lathe-ml/lathe/adapter"
 	"github.com/lathe-ml/lathe/convert"
+	"github.com/lathe-ml/lathe/internal/kernels"
 )
 
 // loraFactors is one adapter on one matrix: ΔW = scale·B·A with A rank×cols and B rows×rank, kept apart so that
@@ -15,10 +17,15 @@ type loraFactors struct {
 	a, b  []float32
 	rank  int
 	scale float32
+	// rowScale is DoRA's m/‖W + scale·B·A‖ of each output row, which multiplies the row's output (base and
+	// update alike); nil for a plain LoRA.
+	rowScale []float32
 }
 
 // ApplyAdapter adds a LoRA adapter without merging it, as llama.cpp's --lora does: every adapted matrix computes
 // x·Wᵀ + s·(x·Aᵀ)·Bᵀ, where s is the adapter's own scale (lora_alpha/r, or what its configuration says) times mult.
+// A DoRA module (PEFT's use_dora, lora_magnitude_vector m) then multiplies each output row by m/‖W + s·B·A‖, as
+// PEFT's DoraLinearLayer does in evaluation; an adapter applied after it adds to the rescaled output.
 // PEFT and GGUF adapters both apply to GGUF and Hugging Face models: the rotary row order of the q and k factors is
 // converted when the adapter and the model differ. The adapter's files may be closed afterwards.
 func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
@@ -47,9 +54,9 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 			return fmt.Errorf("train: adapter %s: module %s adapts %s, which this model does not have as a "+
 				"projection matrix", a.Path, mod.Name, name)
 		}
-		if mod.Layout != adapter.Linear || mod.Magnitude != nil {
-			return fmt.Errorf("train: adapter %s: module %s is not a plain linear LoRA (embedding, fan-in-fan-out "+
-				"and DoRA adapters are not supported unmerged)", a.Path, mod.Name)
+		if mod.Layout != adapter.Linear {
+			return fmt.Errorf("train: adapter %s: module %s is not a linear LoRA (embedding and fan-in-fan-out "+
+				"adapters are not supported unmerged)", a.Path, mod.Name)
 		}
 		r := mod.Rank
 		if len(mod.A.Shape) != 2 || len(mod.B.Shape) != 2 || mod.A.Shape[0] != int64(r) ||
@@ -65,11 +72,31 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 		if err := decode(mod.B.DType, f.b, mod.B.Data); err != nil {
 			return fmt.Errorf("train: adapter %s: %s: %w", a.Path, mod.B.Name, err)
 		}
+		var mag []float32
+		if mod.Magnitude != nil { // adapter.Open checked that it has one value per row of B
+			mag = make([]float32, w.rows)
+			if err := decode(mod.Magnitude.DType, mag, mod.Magnitude.Data); err != nil {
+				return fmt.Errorf("train: adapter %s: %s: %w", a.Path, mod.Magnitude.Name, err)
+			}
+		}
 		// PEFT factors follow Hugging Face's row order, GGUF ones (convert_lora_to_gguf permutes lora_b) GGUF's.
 		if heads := m.rotaryHeads(name); heads > 0 && (a.Format == adapter.PEFT) != m.Config.RopeNeoX {
 			permuted := make([]float32, len(f.b))
 			convert.PermuteRotary(floatBytes(permuted), floatBytes(f.b), heads, 4*r, a.Format == adapter.PEFT)
 			f.b = permuted
+			if mag != nil {
+				permuted := make([]float32, len(mag))
+				convert.PermuteRotary(floatBytes(permuted), floatBytes(mag), heads, 4, a.Format == adapter.PEFT)
+				mag = permuted
+			}
+		}
+		if mag != nil {
+			f.rowScale = make([]float32, w.rows)
+			var buf []float32
+			doraNorms(f.rowScale, w, f.a, f.b, r, f.scale, &buf)
+			for i, v := range mag {
+				f.rowScale[i] = v / f.rowScale[i]
+			}
 		}
 		all = append(all, pending{w, f})
 	}
@@ -77,6 +104,19 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 		p.w.adapters = append(p.w.adapters, p.f)
 	}
 	return nil
+}
+
+// doraNorms sets dst to the norm of each row of W + scale·B·A (A rank×cols, B rows×rank): DoRA's denominator,
+// PEFT's DoraLinearLayer.get_weight_norm (torch.linalg.norm over dim 1 of the out×in weight), in float32 over the
+// weight as stored, decoded a block of rows at a time into buf.
+func doraNorms(dst []float32, w *matrix, a, b []float32, rank int, scale float32, buf *[]float32) {
+	w.blocks(buf, func(r0, nr int, wb []float32) {
+		kernels.Sgemm(false, false, nr, w.cols, rank, scale, b[r0*rank:], rank, a, w.cols, 1, wb, w.cols)
+		for i := range nr {
+			row := wb[i*w.cols : (i+1)*w.cols]
+			dst[r0+i] = float32(math.Sqrt(float64(kernels.SumSquares(row))))
+		}
+	})
 }
 
 // matrix finds a projection by GGUF name.

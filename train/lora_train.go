@@ -35,6 +35,8 @@ type LoRA struct {
 	initial [][]float32
 	// method is the registered method of LoRAConfig.Method, nil for LoRA and DyLoRA.
 	method method
+	// extra holds the trained copies of the embedding, norms and head of a wholeModel method, nil otherwise.
+	extra *extraParams
 }
 
 type loraLayer struct {
@@ -56,12 +58,16 @@ func (l *loraLayer) adapted() []*loraLinear {
 	return out
 }
 
-// targets returns the PEFT names of the adapted projections, in layer order (the same in every layer).
+// targets returns the PEFT names of the projections adapted in some layer (in all of them, but where EVA gives a
+// module rank 0), in layer order.
 func (l *LoRA) targets() []string {
 	var names []string
-	for j, lin := range l.layers[0].linears() {
-		if lin.trained() {
-			names = append(names, targetNames[j])
+	for j, name := range targetNames {
+		for i := range l.layers {
+			if l.layers[i].linears()[j].trained() {
+				names = append(names, name)
+				break
+			}
 		}
 	}
 	return names
@@ -124,6 +130,9 @@ type LoRAConfig struct {
 	// lays its own trainable parameters on the targeted projections, with its MethodArgs.
 	Method     string
 	MethodArgs map[string]string
+	// Steps is the run's number of optimizer steps (TrainOptions.Steps), for methods whose schedule spans the run
+	// (AdaLoRA's rank budget); 0 when the LoRA is not made by Train.
+	Steps int
 }
 
 // Scale is the factor of B·A in the update.
@@ -226,6 +235,11 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 		}
 	}
 	n := batch * ctx
+	if w, ok := l.method.(wholeModel); ok {
+		if l.extra, err = w.extras(m, n); err != nil {
+			return nil, fmt.Errorf("train: method %s: %w", cfg.Method, err)
+		}
+	}
 	d, qDim, kvDim := c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	l.acts = make([]layerActs, c.Layers)
 	for i := range l.acts {
@@ -255,8 +269,8 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 	return l, nil
 }
 
-// Params returns the trainable tensors (A then B of each adapted module, layer by layer) and their gradients, in the
-// same order.
+// Params returns the trainable tensors (A then B of each adapted module, layer by layer, then those of a wholeModel
+// method's extraParams) and their gradients, in the same order.
 func (l *LoRA) Params() (params, grads [][]float32) {
 	for i := range l.layers {
 		for _, lin := range l.layers[i].adapted() {
@@ -268,6 +282,10 @@ func (l *LoRA) Params() (params, grads [][]float32) {
 			params = append(params, lin.a, lin.b)
 			grads = append(grads, lin.da, lin.db)
 		}
+	}
+	if l.extra != nil {
+		p, g := l.extra.params()
+		params, grads = append(params, p...), append(grads, g...)
 	}
 	return params, grads
 }
@@ -381,12 +399,18 @@ func (l *LoRA) Step(windows [][]int32, scored [][]bool) (float64, error) {
 
 // forward returns the summed loss, the number of scored predictions and the targets (-1 where not scored).
 func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, int, []int32) {
-	m, c := l.m, l.m.Config
+	m, c, e := l.m, l.m.Config, l.extra
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	targets := make([]int32, n)
+	trainedEmbd := e != nil && e.embd != nil
 	for b, w := range windows {
+		if trainedEmbd {
+			e.embed(l.resid[0], b*T, w[:T], d)
+		}
 		for t := range T {
-			m.embd.row(l.resid[0][(b*T+t)*d:(b*T+t+1)*d], int(w[t]))
+			if !trainedEmbd {
+				m.embd.row(l.resid[0][(b*T+t)*d:(b*T+t+1)*d], int(w[t]))
+			}
 			targets[b*T+t] = w[t+1]
 			if scored != nil && !scored[b][t] {
 				targets[b*T+t] = -1
@@ -397,7 +421,8 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 	for li := range m.layers {
 		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
 		x, out := l.resid[li][:n*d], l.resid[li+1][:n*d]
-		rmsNormForward(a.xn1, a.rstd1[:n], x, ml.attnNorm, d, c.NormEps)
+		attnNorm, ffnNorm := e.norms(li, ml)
+		rmsNormForward(a.xn1, a.rstd1[:n], x, attnNorm, d, c.NormEps)
 		project(&ll.q, a.q, a.hq, a.xn1, n, &l.buf)
 		project(&ll.k, a.k, a.hk, a.xn1, n, &l.buf)
 		project(&ll.v, a.v, a.hv, a.xn1, n, &l.buf)
@@ -406,22 +431,26 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 		attentionForward(a.att, a.probs, a.q, a.k, a.v, B, T, c)
 		project(&ll.o, a.x2, a.ho, a.att, n, &l.buf)
 		kernels.Axpy(1, x, a.x2[:n*d])
-		rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ml.ffnNorm, d, c.NormEps)
+		rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ffnNorm, d, c.NormEps)
 		project(&ll.gate, a.g, a.hg, a.xn2, n, &l.buf)
 		project(&ll.up, a.u, a.hu, a.xn2, n, &l.buf)
 		kernels.SiLUMul(a.h[:n*c.FF], a.g[:n*c.FF], a.u[:n*c.FF])
 		project(&ll.down, out, a.hd, a.h, n, &l.buf)
 		kernels.Axpy(1, a.x2[:n*d], out)
 	}
-	rmsNormForward(l.xnf, l.rstdf[:n], l.resid[len(m.layers)][:n*d], m.outNorm, d, c.NormEps)
-	frozenForward(m.output, l.logits, l.xnf, n, &l.buf)
+	rmsNormForward(l.xnf, l.rstdf[:n], l.resid[len(m.layers)][:n*d], e.finalNorm(m), d, c.NormEps)
+	if e != nil && e.head != nil {
+		kernels.Sgemm(false, true, n, c.Vocab, d, 1, l.xnf, d, e.head, d, 0, l.logits, c.Vocab)
+	} else {
+		frozenForward(m.output, l.logits, l.xnf, n, &l.buf)
+	}
 	nll, count := crossEntropyForward(l.logits[:n*c.Vocab], targets, c.Vocab)
 	return nll, count, targets
 }
 
 // backward sets the gradients of the mean loss over the count scored targets.
 func (l *LoRA) backward(targets []int32, count, B, T int) {
-	m, c, g := l.m, l.m.Config, &l.g
+	m, c, g, e := l.m, l.m.Config, &l.g, l.extra
 	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
 	_, all := l.Params()
 	for _, g := range all {
@@ -430,11 +459,20 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 	crossEntropyBackward(l.logits[:n*c.Vocab], targets, c.Vocab, 1/float32(max(count, 1)))
 	dres, dxn := g.dres[:n*d], g.dxn[:n*d]
 	clear(dxn)
-	frozenBackward(m.output, dxn, l.logits, n, &l.buf)
+	if e != nil && e.head != nil {
+		kernels.Sgemm(false, false, n, d, c.Vocab, 1, l.logits, c.Vocab, e.head, d, 1, dxn, d)
+		kernels.Sgemm(true, false, c.Vocab, d, n, 1, l.logits, c.Vocab, l.xnf, d, 1, e.dhead, d)
+	} else {
+		frozenBackward(m.output, dxn, l.logits, n, &l.buf)
+	}
 	clear(dres)
-	rmsNormBackward(dres, dxn, l.resid[len(m.layers)], m.outNorm, l.rstdf[:n], d)
+	rmsNormBackward(dres, dxn, l.resid[len(m.layers)], e.finalNorm(m), l.rstdf[:n], d)
+	if e != nil && e.doutNorm != nil {
+		rmsNormWeightGrad(e.doutNorm, dxn, l.resid[len(m.layers)], l.rstdf[:n], d)
+	}
 	for li := len(m.layers) - 1; li >= 0; li-- {
 		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
+		attnNorm, ffnNorm := e.norms(li, ml)
 		// dres is the gradient of the layer's output, which is x2 + down(h).
 		dh, dgt, du := g.dh[:n*c.FF], g.dg[:n*c.FF], g.du[:n*c.FF]
 		clear(dh)
@@ -443,7 +481,10 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		clear(dxn)
 		projectBack(&ll.gate, dxn, dgt, a.xn2, a.hg, g.lora, n, &l.buf)
 		projectBack(&ll.up, dxn, du, a.xn2, a.hu, g.lora, n, &l.buf)
-		rmsNormBackward(dres, dxn, a.x2, ml.ffnNorm, a.rstd2[:n], d)
+		rmsNormBackward(dres, dxn, a.x2, ffnNorm, a.rstd2[:n], d)
+		if e != nil && e.dffnNorm != nil {
+			rmsNormWeightGrad(e.dffnNorm[li], dxn, a.x2, a.rstd2[:n], d)
+		}
 		// dres is now the gradient of x2 = x + o(att).
 		datt := g.datt[:n*qDim]
 		clear(datt)
@@ -458,6 +499,12 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		projectBack(&ll.q, dxn, dq, a.xn1, a.hq, g.lora, n, &l.buf)
 		projectBack(&ll.k, dxn, dk, a.xn1, a.hk, g.lora, n, &l.buf)
 		projectBack(&ll.v, dxn, dv, a.xn1, a.hv, g.lora, n, &l.buf)
-		rmsNormBackward(dres, dxn, l.resid[li], ml.attnNorm, a.rstd1[:n], d)
+		rmsNormBackward(dres, dxn, l.resid[li], attnNorm, a.rstd1[:n], d)
+		if e != nil && e.dattnNorm != nil {
+			rmsNormWeightGrad(e.dattnNorm[li], dxn, l.resid[li], a.rstd1[:n], d)
+		}
+	}
+	if e != nil && e.embd != nil {
+		e.embedBack(dres, n, d)
 	}
 }

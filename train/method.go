@@ -28,6 +28,9 @@ type methodSpec struct {
 	// dense says the method's update is full-rank (its projections are dense, not lowRank): it writes a merged
 	// model, not an adapter.
 	dense bool
+	// peft says the method writes a PEFT adapter of a type other than plain LoRA (its method is an adapterWriter),
+	// which llama.cpp does not load.
+	peft bool
 }
 
 // methods is the registry, filled by the init functions of the methods' files.
@@ -63,17 +66,32 @@ func MethodArgs(name string) (map[string]string, error) {
 	return maps.Clone(spec.args), nil
 }
 
-// MethodWritesAdapter says whether a method's result is an adapter (false: a full-rank update, written as a merged
-// model by LoRA.Deltas and adapter.MergeDeltasGGUF or MergeDeltasSafetensors).
-func MethodWritesAdapter(name string) (bool, error) {
+// The results a method writes (MethodOutput).
+const (
+	// OutputLoRA is a plain PEFT LoRA adapter (LoRA.WritePEFT), which llama.cpp loads once converted to GGUF.
+	OutputLoRA = "lora"
+	// OutputPEFT is a PEFT adapter of another type (DoRA's), which PEFT and lathe load but llama.cpp does not.
+	OutputPEFT = "peft"
+	// OutputMerged is a merged model only, the update being full-rank: LoRA.Deltas added to the base by
+	// adapter.MergeDeltasGGUF or MergeDeltasSafetensors.
+	OutputMerged = "merged"
+)
+
+// MethodOutput says what a method's result is: OutputLoRA, OutputPEFT or OutputMerged.
+func MethodOutput(name string) (string, error) {
 	if name == MethodLoRA || name == MethodDyLoRA {
-		return true, nil
+		return OutputLoRA, nil
 	}
 	spec, ok := methods[name]
-	if !ok {
-		return false, unknownMethod(name)
+	switch {
+	case !ok:
+		return "", unknownMethod(name)
+	case spec.dense:
+		return OutputMerged, nil
+	case spec.peft:
+		return OutputPEFT, nil
 	}
-	return !spec.dense, nil
+	return OutputLoRA, nil
 }
 
 func unknownMethod(name string) error {
@@ -90,7 +108,8 @@ func newMethod(cfg LoRAConfig) (method, error) {
 	if !ok {
 		return nil, unknownMethod(cfg.Method)
 	}
-	args := methodArgs{method: cfg.Method, values: maps.Clone(spec.args)}
+	var first error
+	args := methodArgs{method: cfg.Method, values: maps.Clone(spec.args), first: &first}
 	for _, k := range slices.Sorted(maps.Keys(cfg.MethodArgs)) {
 		if _, ok := spec.args[k]; !ok {
 			keys := slices.Sorted(maps.Keys(spec.args))
@@ -106,19 +125,24 @@ func newMethod(cfg LoRAConfig) (method, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m, args.err
+	return m, first
 }
 
-// methodArgs reads a method's arguments; the first malformed one is kept in err and reported by newMethod.
+// methodArgs reads a method's arguments; the first malformed one is kept in err and, through first, which every
+// copy shares, reported by newMethod whether or not build returns it.
 type methodArgs struct {
 	method string
 	values map[string]string
 	err    error
+	first  *error
 }
 
 func (a *methodArgs) fail(key, want string) {
 	if a.err == nil {
 		a.err = fmt.Errorf("train: method %s: argument %s=%q: want %s", a.method, key, a.values[key], want)
+	}
+	if a.first != nil && *a.first == nil {
+		*a.first = a.err
 	}
 }
 
@@ -247,6 +271,22 @@ type namedFloats struct {
 	f    []float32
 }
 
+// starter is a method that acts on the run once, before the trainer takes the parameter tensors (which start may
+// therefore resize): initialisations that read training data (EVA) and methods that move the optimizer's moments
+// between entries (LIFT). It runs on a resumed run too, before the checkpoint restores parameters, moments and state.
+type starter interface {
+	start(t *trainer) error
+}
+
+// fileName is the name in the model's file of projection j (loraLayer.linears order) of layer i: the GGUF name for
+// a GGUF model, the Hugging Face one for a checkpoint directory.
+func (l *LoRA) fileName(i, j int, w *matrix) string {
+	if l.m.Config.RopeNeoX { // a Hugging Face checkpoint, whose rows the model keeps in the file's order
+		return fmt.Sprintf("model.layers.%d.%s.weight", i, peftModules[j])
+	}
+	return w.name
+}
+
 // adapterWriter is a method that writes its own adapter directory (a PEFT type other than LORA, say) instead of
 // the plain LoRA the lowRank projections give.
 type adapterWriter interface {
@@ -278,7 +318,7 @@ func (l *LoRA) writeMethod(dir string) error {
 // Deltas returns the update of every trained projection as a dense ΔW, keyed by the tensor's name in the model's
 // file (GGUF names for a GGUF model, Hugging Face ones for a checkpoint directory) with rows in the file's order:
 // what adapter.MergeDeltasGGUF and MergeDeltasSafetensors add to the base to write the merged model. It takes 4
-// bytes per weight of every trained projection.
+// bytes per weight of every trained projection (and embedding, norm and head of a wholeModel method).
 func (l *LoRA) Deltas() (map[string][]float32, error) {
 	out := map[string][]float32{}
 	k := -1 // the index of the projection among the trained ones
@@ -305,11 +345,12 @@ func (l *LoRA) Deltas() (map[string][]float32, error) {
 			default:
 				return nil, fmt.Errorf("train: method %s has no dense form of its update of %s", l.Method, lin.w.name)
 			}
-			name := lin.w.name
-			if l.m.Config.RopeNeoX { // a Hugging Face checkpoint, whose rows the model keeps in the file's order
-				name = fmt.Sprintf("model.layers.%d.%s.weight", i, peftModules[j])
-			}
-			out[name] = d
+			out[l.fileName(i, j, lin.w)] = d
+		}
+	}
+	if l.extra != nil {
+		if err := l.extra.deltas(l.m, out); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -228,11 +228,15 @@ type trainer struct {
 	grads  [][]float32 // the gradient the update uses: own, or acc when accumulating
 	acc    [][]float32
 	step   int
+	// update is the method's own update of the tensors it claims (see updater), which stand as empty tensors in
+	// params and adam so that AdamW skips them.
+	update updater
+	adam   [][]float32 // the gradients AdamW takes: grads, the claimed ones empty
 }
 
 func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets,
-		Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs},
+		Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs, Steps: opts.Steps},
 		opts.Batch, opts.Ctx, opts.Seed)
 	if err != nil {
 		return nil, err
@@ -246,6 +250,11 @@ func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 	if opts.Method == MethodDyLoRA {
 		t.ranks = rand.NewPCG(opts.Seed, 0x64796c6f)
 	}
+	if s, ok := l.method.(starter); ok {
+		if err := s.start(t); err != nil {
+			return nil, err
+		}
+	}
 	t.params, t.own = l.Params()
 	t.grads = t.own
 	if opts.GradAccum > 1 {
@@ -254,6 +263,13 @@ func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 			t.acc[i] = make([]float32, len(g))
 		}
 		t.grads = t.acc
+	}
+	t.adam = t.grads
+	if u, ok := l.method.(updater); ok {
+		t.update, t.params, t.adam = u, slices.Clone(t.params), slices.Clone(t.grads)
+		for _, i := range u.claimed() {
+			t.params[i], t.adam[i] = nil, nil
+		}
 	}
 	return t, nil
 }
@@ -290,7 +306,10 @@ func (t *trainer) next() (StepLog, error) {
 	}
 	t.step++
 	t.opt.LR = t.opts.LR * t.opts.Schedule.Factor(t.step, t.opts.Steps, t.opts.WarmupSteps)
-	t.opt.Step(t.params, t.grads)
+	if t.update != nil {
+		t.update.update(t.step, t.opt, t.grads)
+	}
+	t.opt.Step(t.params, t.adam)
 	if h, ok := t.lora.method.(stepHook); ok {
 		if err := h.afterUpdate(t.step); err != nil {
 			return StepLog{}, err

@@ -80,6 +80,8 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "resume", Usage: "continue the run whose checkpoint directory this is"},
 			&cli.StringFlag{Name: "gguf-out", Usage: "also write the adapter as a llama.cpp LoRA GGUF file"},
 			&cli.StringFlag{Name: "merge-out", Usage: "also write MODEL with the adapter merged (one file of MODEL's format)"},
+			&cli.StringFlag{Name: "sparse-delta-out", Usage: "lift: also write the sparse update (compressed-tensors " +
+				"sparse-bitmask safetensors)"},
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
 		}, compareFlags()...),
 		Action: func(c *cli.Context) error {
@@ -102,11 +104,17 @@ func trainCommand() *cli.Command {
 			if c.String("compare") != "" {
 				return compareMethods(c, c.Args().Get(0))
 			}
-			writesAdapter, err := train.MethodWritesAdapter(c.String("method"))
+			result, err := train.MethodOutput(c.String("method"))
 			if err != nil {
 				return fmt.Errorf("train: --method %q: want one of %s", c.String("method"), methodNames())
 			}
+			writesAdapter := result != train.OutputMerged
 			switch {
+			case result == train.OutputPEFT && c.String("gguf-out") != "":
+				return fmt.Errorf("train: --method %s writes a PEFT %s adapter, which llama.cpp does not load: "+
+					"drop --gguf-out, or give --merge-out for a merged model", c.String("method"), c.String("method"))
+			case c.String("sparse-delta-out") != "" && c.String("method") != train.MethodLIFT:
+				return fmt.Errorf("train: --sparse-delta-out is the sparse update of --method %s", train.MethodLIFT)
 			case writesAdapter && c.String("output") == "":
 				return fmt.Errorf("train: --output DIR is required: the adapter directory to write")
 			case !writesAdapter && (c.String("output") != "" || c.String("gguf-out") != ""):
@@ -221,6 +229,11 @@ func trainCommand() *cli.Command {
 			}
 			if writesAdapter {
 				if err := adapterOutputs(c, modelPath, out); err != nil {
+					return err
+				}
+			}
+			if p := c.String("sparse-delta-out"); p != "" {
+				if err := l.WriteSparseDelta(p); err != nil {
 					return err
 				}
 			}

@@ -151,10 +151,11 @@ func compareMethods(c *cli.Context, modelPath string) error {
 
 // train runs lathe train for one method in a child process with the comparison's other flags, and reads its log.
 func (r *comparedRun) train(c *cli.Context, exe, outDir, modelPath string, methodArgs []string) error {
-	writesAdapter, err := train.MethodWritesAdapter(r.Method)
+	output, err := train.MethodOutput(r.Method)
 	if err != nil {
 		return err
 	}
+	writesAdapter := output != train.OutputMerged
 	logPath := filepath.Join(outDir, r.Method+".jsonl")
 	args := []string{"train", modelPath, "--quiet", "--method", r.Method, "--rank", strconv.Itoa(r.Rank),
 		"--log", logPath}

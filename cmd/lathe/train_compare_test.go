@@ -11,7 +11,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/testshared"
 )
 
-// TestTrainCompare compares lora with dylora and full fine-tuning on v_proj: each method runs in its own process
+// TestTrainCompare compares lora with dylora and full fine-tuning (v_proj, and the embedding, head and norms): each method runs in its own process
 // (its log and output kept under -o), lora and dylora at the budget lora has at --rank, full at its own fixed size;
 // every row has a validation loss, a speed and a peak memory; the plot is written, and the lora adapter kept is
 // the one `lathe train --method lora` writes alone. Method arguments must name their method.
@@ -49,9 +49,10 @@ func TestTrainCompare(t *testing.T) {
 			t.Errorf("%s: rank %d with %d trainable values, want rank %d and %d", r.Method, r.Rank, r.Trainable, rank, want)
 		}
 	}
-	if full := report.Runs[2]; !full.Fixed || full.Trainable != layers*rows*cols {
-		t.Errorf("full: %d trainable values (fixed %v), want every v_proj weight, %d", full.Trainable, full.Fixed,
-			layers*rows*cols)
+	// full fine-tuning trains every v_proj weight, and by default the embedding, the head and every norm.
+	const vocab, d = 1024, 256
+	if full, want := report.Runs[2], layers*rows*cols+2*vocab*d+(2*layers+1)*d; !full.Fixed || full.Trainable != want {
+		t.Errorf("full: %d trainable values (fixed %v), want %d", full.Trainable, full.Fixed, want)
 	}
 	if svg := readFile(t, filepath.Join(dir, "cmp.svg")); !strings.Contains(string(svg), ">dylora<") {
 		t.Error("the plot has no curve for dylora")

@@ -64,7 +64,7 @@ func TestTrainDyLoRACommand(t *testing.T) {
 	}{
 		{[]string{"--dylora-rank", "2"}, "--dylora-rank"},
 		{[]string{"--method", "dylora", "--dylora-rank", "5"}, "--dylora-rank"},
-		{[]string{"--method", "adalora"}, "--method"},
+		{[]string{"--method", "nonesuch"}, "--method"},
 	} {
 		msg, code := run(t, trainArgs(t, filepath.Join(dir, "bad"), append([]string{"--steps", "1"}, c.args...)...)...)
 		if code != 2 || !strings.Contains(msg, c.want) {
