@@ -2,6 +2,12 @@ package train
 
 import "fmt"
 
+// sizedAtStart is a method whose parameter tensors are sized when the run starts (EVA's ranks come from the
+// data): it tells how many values it will train.
+type sizedAtStart interface {
+	plannedTrainable() int
+}
+
 // TrainableCount is the number of values a run with opts trains on m (the sum of the lengths of LoRA.Params).
 func TrainableCount(m *Model, opts TrainOptions) (int, error) {
 	opts.defaults()
@@ -9,9 +15,13 @@ func TrainableCount(m *Model, opts TrainOptions) (int, error) {
 		return 0, err
 	}
 	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA,
-		Targets: opts.Targets, Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs}, 1, 1, opts.Seed)
+		Targets: opts.Targets, Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs, Steps: opts.Steps},
+		1, 1, opts.Seed)
 	if err != nil {
 		return 0, err
+	}
+	if s, ok := l.method.(sizedAtStart); ok {
+		return s.plannedTrainable(), nil
 	}
 	params, _ := l.Params()
 	n := 0
@@ -23,8 +33,8 @@ func TrainableCount(m *Model, opts TrainOptions) (int, error) {
 
 // RankForBudget returns the rank (TrainOptions.Rank) at which a run with opts trains the number of values closest
 // to budget, and that number, searching ranks 1 to the smaller side of the model's smallest projection on the
-// assumption that the count grows with the rank. A method whose count does not depend on the rank gets
-// opts.Rank back with fixed set.
+// assumption that the count is monotonic in the rank (it falls with the rank for RandLoRA, whose bases are fewer
+// when wider). A method whose count does not depend on the rank gets opts.Rank back with fixed set.
 func RankForBudget(m *Model, opts TrainOptions, budget int) (rank, count int, fixed bool, err error) {
 	c := m.Config
 	hi := min(c.Embd, c.FF, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim)
@@ -49,18 +59,21 @@ func RankForBudget(m *Model, opts TrainOptions, budget int) (rank, count int, fi
 		n, err := countAt(max(opts.Rank, 1))
 		return max(opts.Rank, 1), n, true, err
 	}
-	// The smallest rank whose count reaches the budget, then the closer of it and the rank below.
-	lo, up := 1, hi
-	if high < budget {
+	// The first rank whose count reaches the budget (in the direction the count moves), then the closer of it and
+	// the rank before.
+	rising := high > low
+	reached := func(n int) bool { return rising && n >= budget || !rising && n <= budget }
+	if !reached(high) {
 		return hi, high, false, nil
 	}
+	lo, up := 1, hi
 	for lo < up {
 		mid := (lo + up) / 2
 		n, err := countAt(mid)
 		if err != nil {
 			return 0, 0, false, err
 		}
-		if n >= budget {
+		if reached(n) {
 			up = mid
 		} else {
 			lo = mid + 1
@@ -74,8 +87,15 @@ func RankForBudget(m *Model, opts TrainOptions, budget int) (rank, count int, fi
 	if err != nil {
 		return 0, 0, false, err
 	}
-	if budget-below <= n-budget {
+	if abs(budget-below) <= abs(n-budget) {
 		return lo - 1, below, false, nil
 	}
 	return lo, n, false, nil
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }

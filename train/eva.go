@@ -55,6 +55,17 @@ func (e *evaMethod) project(s site) (projection, error) {
 	return p, nil
 }
 
+// plannedTrainable is what the run will train once EVA has shared out the ranks: rᵢ·(in + out) over the modules
+// with Σrᵢ = r·modules: about a LoRA of rank r's count (the budget is in ranks, as PEFT's; ranks moved between
+// modules of different shapes change the count a little).
+func (e *evaMethod) plannedTrainable() int {
+	n := 0
+	for _, p := range e.projs {
+		n += e.cfg.Rank * (p.lin.w.rows + p.lin.w.cols)
+	}
+	return n
+}
+
 // evaInput is the activation of layerActs a projection reads: 0 xn1 (q, k, v), 1 att (o), 2 xn2 (gate, up), 3 h
 // (down).
 func evaInput(module string) int {

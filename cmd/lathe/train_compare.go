@@ -71,7 +71,8 @@ func compareMethods(c *cli.Context, modelPath string) error {
 	}
 	defer m.Close()
 	base := train.TrainOptions{Rank: c.Int("rank"), Alpha: c.Float64("alpha"), RSLoRA: c.Bool("rslora"),
-		Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Seed: c.Uint64("seed")}
+		Targets: strings.Split(c.String("target"), ","), Init: c.String("init"), Seed: c.Uint64("seed"),
+		Steps: c.Int("steps")}
 	budget := c.Int("budget")
 	if budget == 0 {
 		if budget, err = train.TrainableCount(m, base); err != nil {
@@ -91,6 +92,7 @@ func compareMethods(c *cli.Context, modelPath string) error {
 	if err != nil {
 		return err
 	}
+	// Every method's size is settled before the first run, so that a method that cannot run fails at once.
 	var runs []comparedRun
 	for _, name := range names {
 		opts := base
@@ -108,11 +110,12 @@ func compareMethods(c *cli.Context, modelPath string) error {
 		if err != nil {
 			return err
 		}
-		run := comparedRun{Method: name, Rank: rank, Trainable: count, Fixed: fixed}
-		if err := run.train(c, exe, outDir, modelPath, margs[name]); err != nil {
+		runs = append(runs, comparedRun{Method: name, Rank: rank, Trainable: count, Fixed: fixed})
+	}
+	for i := range runs {
+		if err := runs[i].train(c, exe, outDir, modelPath, margs[runs[i].Method]); err != nil {
 			return err
 		}
-		runs = append(runs, run)
 	}
 	if p := c.String("plot"); p != "" {
 		var curves []lossplot.Run
