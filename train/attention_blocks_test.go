@@ -19,7 +19,7 @@ func TestAttentionBackwardBlocks(t *testing.T) {
 	q, k, v := randVec(rng, B*T*qDim, 1), randVec(rng, B*T*kvDim, 1), randVec(rng, B*T*kvDim, 1)
 	r := randVec(rng, B*T*qDim, 1)
 	out, probs := make([]float32, B*T*qDim), make([]float32, B*c.Heads*T*T)
-	attentionForward(out, probs, q, k, v, B, T, c)
+	attentionForward(out, probs, q, k, v, nil, B, T, c)
 	q64, k64, v64 := widen(q), widen(k), widen(v)
 	want := attention64(q64, k64, v64, B, T, c)
 	for i, w := range want {
@@ -28,44 +28,8 @@ func TestAttentionBackwardBlocks(t *testing.T) {
 		}
 	}
 	dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-	attentionBackward(dq, dk, dv, r, probs, q, k, v, make([]float32, 8*T*T), B, T, c)
+	attentionBackward(dq, dk, dv, r, probs, q, k, v, nil, make([]float32, 8*T*T), B, T, c)
 
-	loss := func(q, k, v []float64) float64 { return dot64(r, attention64(q, k, v, B, T, c)) }
-	for _, in := range []struct {
-		name string
-		x    []float64
-		grad []float32
-		dim  int
-		eval func(x []float64) float64
-	}{
-		{"dq", q64, dq, qDim, func(x []float64) float64 { return loss(x, k64, v64) }},
-		{"dk", k64, dk, kvDim, func(x []float64) float64 { return loss(q64, x, v64) }},
-		{"dv", v64, dv, kvDim, func(x []float64) float64 { return loss(q64, k64, x) }},
-	} {
-		for b := range B {
-			for t0 := 0; t0 < T; t0 += queryBlock {
-				lo, hi := (b*T+t0)*in.dim, (b*T+min(t0+queryBlock, T))*in.dim
-				dir := make([]float64, len(in.x))
-				var an, gNorm, dNorm float64
-				for i := lo; i < hi; i++ {
-					dir[i] = rng.NormFloat64()
-					an += float64(in.grad[i]) * dir[i]
-					gNorm += float64(in.grad[i]) * float64(in.grad[i])
-					dNorm += dir[i] * dir[i]
-				}
-				const eps = 1e-5
-				xp, xm := append([]float64(nil), in.x...), append([]float64(nil), in.x...)
-				for i := lo; i < hi; i++ {
-					xp[i] += eps * dir[i]
-					xm[i] -= eps * dir[i]
-				}
-				fd := (in.eval(xp) - in.eval(xm)) / (2 * eps)
-				rel := math.Abs(fd-an) / math.Sqrt(gNorm*dNorm)
-				if gNorm == 0 || rel > 1e-4 {
-					t.Errorf("%s, sequence %d, rows %d…: directional derivative %g, analytic %g (error %.2e of "+
-						"|grad|·|dir|, |grad| %.3g)", in.name, b, t0, fd, an, rel, math.Sqrt(gNorm))
-				}
-			}
-		}
-	}
+	checkAttentionBlocks(t, rng, c, nil, B, T, r, [3][]float32{q, k, v}, [3][]float32{dq, dk, dv},
+		func(q, k, v []float64) []float64 { return attention64(q, k, v, B, T, c) })
 }

@@ -64,9 +64,12 @@ func ropeBackward(dx, cos, negSin []float32, n, heads int, c Config) {
 
 // attentionForward is causal grouped-query attention over B sequences of T rows each: per sequence and head,
 // P = softmax(q·kᵀ·scale) over the visible prefix of each row (kept in probs, B·Heads·T·T values, zero where
-// masked) and out = P·v. Queries go in blocks of queryBlock rows against only the keys the block's last row sees,
-// so the products skip most of the masked half of P.
-func attentionForward(out, probs, q, k, v []float32, B, T int, c Config) {
+// masked) and out = P·v. pos, when not nil, holds each row's rotary position (B·T values), which confines the
+// attention to samples: a row at position p sees only the p rows before it, back to its sample's first row (where
+// the position is 0), as flash-attention's varlen kernels confine packed sequences. Queries go in blocks of up to
+// queryBlock rows of one sample (see queryBlocks) against only the keys from the sample's start to the block's
+// last row, so the products skip the masked part of P: the upper triangle and, with pos, every earlier sample.
+func attentionForward(out, probs, q, k, v []float32, pos []int32, B, T int, c Config) {
 	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
 	group := H / c.HeadsKV
 	scale := float32(1 / math.Sqrt(float64(hd)))
@@ -74,27 +77,51 @@ func attentionForward(out, probs, q, k, v []float32, B, T int, c Config) {
 		b, h := u/H, u%H
 		qo, ko := b*T*qDim+h*hd, b*T*kvDim+(h/group)*hd
 		p := probs[u*T*T : (u+1)*T*T]
-		for t0 := 0; t0 < T; t0 += queryBlock {
-			nq := min(queryBlock, T-t0)
-			L := t0 + nq
+		queryBlocks(pos, b, T, func(t0, nq, lo int) {
+			W := t0 + nq - lo
 			pb := p[t0*T:]
-			kernels.SgemmSerial(false, true, nq, L, hd, scale, q[qo+t0*qDim:], qDim, k[ko:], kvDim, 0, pb, T)
+			kernels.SgemmSerial(false, true, nq, W, hd, scale, q[qo+t0*qDim:], qDim, k[ko+lo*kvDim:], kvDim, 0,
+				pb[lo:], T)
 			for t := range nq {
 				row := pb[t*T : (t+1)*T]
-				kernels.SoftmaxRow(row[:t0+t+1])
+				clear(row[:lo])
+				kernels.SoftmaxRow(row[lo : t0+t+1])
 				clear(row[t0+t+1:])
 			}
-			kernels.SgemmSerial(false, false, nq, hd, L, 1, pb, T, v[ko:], kvDim, 0, out[qo+t0*qDim:], qDim)
-		}
+			kernels.SgemmSerial(false, false, nq, hd, W, 1, pb[lo:], T, v[ko+lo*kvDim:], kvDim, 0, out[qo+t0*qDim:],
+				qDim)
+		})
 	})
 }
 
-// attentionBackward sets dq and adds to dk and dv the gradients of attentionForward given dout. With dP = dout·vᵀ,
-// the softmax gives dS = P⊙(dP − rowsum(P⊙dP)) (zero where masked, since P is), then dq = scale·dS·k,
-// dk += scale·dSᵀ·q, dv += Pᵀ·dout. Like the forward pass it goes by blocks of queries, each against the keys it
-// sees. Heads of one key/value group run on one thread, in order, as they add into the same dk and dv. scratch
-// holds Threads()·T·T values.
-func attentionBackward(dq, dk, dv, dout, probs, q, k, v, scratch []float32, B, T int, c Config) {
+// queryBlocks calls fn on the query blocks of sequence b: rows t0…t0+nq-1, at most queryBlock of them and, with
+// pos, none past a sample's start, so that every row of a block sees the keys from lo (its sample's first row, 0
+// without pos) to itself.
+func queryBlocks(pos []int32, b, T int, fn func(t0, nq, lo int)) {
+	for t0 := 0; t0 < T; {
+		end, lo := min(t0+queryBlock, T), 0
+		if pos != nil {
+			p := pos[b*T : (b+1)*T]
+			lo = t0 - int(p[t0])
+			for t := t0 + 1; t < end; t++ {
+				if p[t] == 0 {
+					end = t
+					break
+				}
+			}
+		}
+		fn(t0, end-t0, lo)
+		t0 = end
+	}
+}
+
+// attentionBackward sets dq and adds to dk and dv the gradients of attentionForward given dout (pos as there).
+// With dP = dout·vᵀ, the softmax gives dS = P⊙(dP − rowsum(P⊙dP)) (zero where masked, since P is), then
+// dq = scale·dS·k, dk += scale·dSᵀ·q, dv += Pᵀ·dout. Like the forward pass it goes by blocks of queries, each
+// against the keys it sees. Heads of one key/value group run on one thread, in order, as they add into the same dk
+// and dv. scratch holds Threads()·T·T values.
+func attentionBackward(dq, dk, dv, dout, probs, q, k, v []float32, pos []int32, scratch []float32, B, T int,
+	c Config) {
 	hd, qDim, kvDim, H := c.HeadDim, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim, c.Heads
 	group := H / c.HeadsKV
 	scale := float32(1 / math.Sqrt(float64(hd)))
@@ -104,24 +131,24 @@ func attentionBackward(dq, dk, dv, dout, probs, q, k, v, scratch []float32, B, T
 		ko := b*T*kvDim + g*hd
 		for h := g * group; h < (g+1)*group; h++ {
 			p := probs[(b*H+h)*T*T : (b*H+h+1)*T*T]
-			for t0 := 0; t0 < T; t0 += queryBlock {
-				nq := min(queryBlock, T-t0)
-				L := t0 + nq
+			queryBlocks(pos, b, T, func(t0, nq, lo int) {
+				W := t0 + nq - lo
 				qo := b*T*qDim + h*hd + t0*qDim
-				pb := p[t0*T:]
-				kernels.SgemmSerial(false, true, nq, L, hd, 1, dout[qo:], qDim, v[ko:], kvDim, 0, dp, L)
-				kernels.SgemmSerial(true, false, L, hd, nq, 1, pb, T, dout[qo:], qDim, 1, dv[ko:], kvDim)
+				pb, kb, vb := p[t0*T+lo:], k[ko+lo*kvDim:], v[ko+lo*kvDim:]
+				kernels.SgemmSerial(false, true, nq, W, hd, 1, dout[qo:], qDim, vb, kvDim, 0, dp, W)
+				kernels.SgemmSerial(true, false, W, hd, nq, 1, pb, T, dout[qo:], qDim, 1, dv[ko+lo*kvDim:], kvDim)
 				for t := range nq {
-					pr, dr := pb[t*T:t*T+t0+t+1], dp[t*L:t*L+t0+t+1]
+					seen := t0 + t + 1 - lo
+					pr, dr := pb[t*T:t*T+seen], dp[t*W:t*W+seen]
 					s := kernels.Dot(pr, dr)
 					for j, pj := range pr {
 						dr[j] = pj * (dr[j] - s)
 					}
-					clear(dp[t*L+t0+t+1 : (t+1)*L])
+					clear(dp[t*W+seen : (t+1)*W])
 				}
-				kernels.SgemmSerial(false, false, nq, hd, L, scale, dp, L, k[ko:], kvDim, 0, dq[qo:], qDim)
-				kernels.SgemmSerial(true, false, L, hd, nq, scale, dp, L, q[qo:], qDim, 1, dk[ko:], kvDim)
-			}
+				kernels.SgemmSerial(false, false, nq, hd, W, scale, dp, W, kb, kvDim, 0, dq[qo:], qDim)
+				kernels.SgemmSerial(true, false, W, hd, nq, scale, dp, W, q[qo:], qDim, 1, dk[ko+lo*kvDim:], kvDim)
+			})
 		}
 	})
 }
@@ -230,8 +257,8 @@ func (w *matrix) blocks(buf *[]float32, fn func(r0, nr int, wb []float32)) {
 	}
 }
 
-// loraLinear is a frozen projection with a trainable LoRA update: y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ, A rank×cols and
-// B rows×rank, as PEFT's lora.Linear computes it (without dropout).
+// loraLinear is a frozen projection with a trainable LoRA update: y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, A
+// rank×cols and B rows×rank, as PEFT's lora.Linear computes it.
 type loraLinear struct {
 	w      *matrix
 	a, b   []float32
@@ -243,27 +270,50 @@ type loraLinear struct {
 	scale  float32
 	// proj, when set, is a registered method's projection, which replaces the factors above.
 	proj projection
+	// drop is the LoRA's dropout state, nil without dropout; site (layer·7 + module index) picks this
+	// projection's masks.
+	drop *dropout
+	site int
 }
+
+// dropping says whether this pass drops the adapter's input.
+func (l *loraLinear) dropping() bool { return l.drop != nil && l.drop.on }
 
 // trained says whether the projection has trainable parameters.
 func (l *loraLinear) trained() bool { return l.rank > 0 || l.proj != nil }
 
-// forward sets y and keeps h = x·Aᵀ (n×active) for the backward pass.
+// forward sets y and keeps h = dropout(x)·Aᵀ (n×active) for the backward pass.
 func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
 	r := l.active
 	frozenForward(l.w, y, x, n, buf)
+	if l.dropping() {
+		xd := l.drop.buf[:n*l.w.cols]
+		l.drop.draw(l.site, n, l.w.cols)
+		l.drop.apply(xd, x, l.site, n, l.w.cols, false)
+		x = xd
+	}
 	kernels.Sgemm(false, true, n, r, l.w.cols, 1, x, l.w.cols, l.a, l.w.cols, 0, h, r)
 	kernels.Sgemm(false, true, n, l.w.rows, r, l.scale, h, r, l.b, l.rank, 1, y, l.w.rows)
 }
 
 // backward adds to dx, da and db (their first active ranks). With g = scale·dy·B (n×active): dB += scale·dyᵀ·h,
-// dA += gᵀ·x, dx += dy·W + g·A. tmp holds n·active values.
+// dA += gᵀ·x, dx += dy·W + g·A; with dropout, x is the dropped input and g·A goes through the same mask. tmp
+// holds n·active values.
 func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
 	rows, cols, r := l.w.rows, l.w.cols, l.active
 	g := tmp[:n*r]
 	kernels.Sgemm(false, false, n, r, rows, l.scale, dy, rows, l.b, l.rank, 0, g, r)
 	kernels.Sgemm(true, false, rows, r, n, l.scale, dy, rows, h, r, 1, l.db, l.rank)
-	kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
-	kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
+	if l.dropping() {
+		// The dropped input is rebuilt from the mask rather than kept: one buffer serves every projection.
+		xd := l.drop.buf[:n*cols]
+		l.drop.apply(xd, x, l.site, n, cols, false)
+		kernels.Sgemm(true, false, r, cols, n, 1, g, r, xd, cols, 1, l.da, cols)
+		kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 0, xd, cols)
+		l.drop.apply(dx, xd, l.site, n, cols, true)
+	} else {
+		kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
+		kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
+	}
 	frozenBackward(l.w, dx, dy, n, buf)
 }

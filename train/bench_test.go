@@ -51,12 +51,22 @@ func BenchmarkGenerate(b *testing.B) {
 
 // BenchmarkLoRAStep measures one LoRA training step (forward, backward, AdamW) of tiny-llama-a at the recorded
 // PyTorch recipe's shape: rank 8 on the seven projections, batch 8 × 256 tokens.
-func BenchmarkLoRAStep(b *testing.B) {
+func BenchmarkLoRAStep(b *testing.B) { benchLoRAStep(b, LoRAConfig{}) }
+
+// BenchmarkLoRAStepRecompute is BenchmarkLoRAStep with the activations recomputed in the backward pass.
+func BenchmarkLoRAStepRecompute(b *testing.B) { benchLoRAStep(b, LoRAConfig{Recompute: true}) }
+
+// BenchmarkLoRAStepDropout is BenchmarkLoRAStep with LoRA dropout 0.1.
+func BenchmarkLoRAStepDropout(b *testing.B) { benchLoRAStep(b, LoRAConfig{Dropout: 0.1}) }
+
+// benchLoRAStep measures BenchmarkLoRAStep's step with the options of cfg besides rank 8 and alpha 16.
+func benchLoRAStep(b *testing.B, cfg LoRAConfig) {
 	m := openModel(b, testshared.Path(b, "models", "tiny-llama-a", "hf"))
 	text := readText(b, filepath.Join(testshared.Path(b, "models", "data"), "shakespeare_val.txt"))
 	tokens := m.Tokenizer.Encode(text, tokenizer.AddSpecial)
 	const batch, ctx = 8, 256
-	l, err := NewLoRA(m, 8, 16, batch, ctx, 0)
+	cfg.Rank, cfg.Alpha = 8, 16
+	l, err := NewLoRAConfig(m, cfg, batch, ctx, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

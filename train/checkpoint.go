@@ -39,13 +39,17 @@ type fingerprint struct {
 	Batch       int      `json:"batch"`
 	Ctx         int      `json:"ctx"`
 	Seed        uint64   `json:"seed"`
-	Data        string   `json:"data"`  // token count and FNV-1a hash of the training stream
-	Model       string   `json:"model"` // the model's shape
+	Data        string   `json:"data"`              // token count and FNV-1a hash of the training stream
+	Model       string   `json:"model"`             // the model's shape
+	Packing     string   `json:"packing,omitempty"` // absent for concat, as in checkpoints made before packing modes
+	// Dropout is absent without dropout, as in checkpoints made before it. Recompute is not here: it changes no
+	// result, so a run may resume with or without it.
+	Dropout float64 `json:"lora-dropout,omitempty"`
 }
 
 // fingerprintKeys is the order in which differences are looked for.
 var fingerprintKeys = []string{"rank", "alpha", "rslora", "init", "method", "dylora-frozen", "method-arg", "target", "steps", "lr",
-	"lr-schedule", "warmup-steps", "weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "data", "model"}
+	"lr-schedule", "warmup-steps", "weight-decay", "max-grad-norm", "grad-accum", "batch", "ctx", "seed", "packing", "lora-dropout", "data", "model"}
 
 func (t *trainer) fingerprint() ([]byte, error) {
 	h := fnv.New64a()
@@ -60,6 +64,14 @@ func (t *trainer) fingerprint() ([]byte, error) {
 		}
 	}
 	o, c := t.opts, t.lora.m.Config
+	packing := ""
+	if o.Packing == PackingConfined {
+		// Confined windows depend on where the samples start, which the data hash then covers.
+		packing = o.Packing
+		for _, st := range t.data.Starts {
+			h.Write([]byte{byte(st), byte(st >> 8), byte(st >> 16), byte(st >> 24), byte(st >> 32), byte(st >> 40)})
+		}
+	}
 	method := o.Method
 	if method == MethodLoRA {
 		method = ""
@@ -69,8 +81,9 @@ func (t *trainer) fingerprint() ([]byte, error) {
 		Targets: t.lora.targets(),
 		Steps:   o.Steps, LR: o.LR, Schedule: o.Schedule, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
 		MaxGradNorm: o.MaxGradNorm, GradAccum: o.GradAccum, Batch: o.Batch, Ctx: o.Ctx, Seed: o.Seed,
-		Data:  fmt.Sprintf("%d tokens, fnv1a %016x", len(t.data.Tokens), h.Sum64()),
-		Model: fmt.Sprintf("%d layers, width %d, ff %d, vocab %d", c.Layers, c.Embd, c.FF, c.Vocab)})
+		Data:    fmt.Sprintf("%d tokens, fnv1a %016x", len(t.data.Tokens), h.Sum64()),
+		Model:   fmt.Sprintf("%d layers, width %d, ff %d, vocab %d", c.Layers, c.Embd, c.FF, c.Vocab),
+		Packing: packing, Dropout: o.Dropout})
 }
 
 // save writes the checkpoint of the current step into dir.

@@ -85,6 +85,9 @@ func LoadStream(path string, tok *tokenizer.Tokenizer, opts DataOptions) (*Strea
 // vocabulary adds one) + its text + EOS, except chats, which are exactly what the chat template renders (the
 // templates write their own BOS and end-of-turn tokens). Samples are concatenated in file order; the BOS a sample
 // starts with is not scored, nor is a prompt unless opts.TrainOnPrompt. Scored is nil when every token is scored.
+// Starts holds where each record's sample begins; plain text is one sample (Starts nil), tokenized whole, since
+// cutting it into documents would change the tokens concatenated training sees (documents that should not attend to
+// each other go in JSONL {"text"} records).
 func ReadStream(r io.Reader, name string, tok *tokenizer.Tokenizer, opts DataOptions) (*Stream, DataStats, error) {
 	br := bufio.NewReader(r)
 	format, err := dataFormat(br, name, opts.Format)
@@ -121,7 +124,7 @@ func ReadStream(r io.Reader, name string, tok *tokenizer.Tokenizer, opts DataOpt
 		return nil, st, fmt.Errorf("%s: %d records but no scored tokens (every record is prompt only)", name,
 			b.samples)
 	}
-	s := &Stream{Tokens: b.tokens, Scored: b.scored}
+	s := &Stream{Tokens: b.tokens, Scored: b.scored, Starts: b.starts}
 	if b.nScored == len(b.tokens) {
 		s.Scored = nil
 	}
@@ -261,6 +264,7 @@ type sampleBuilder struct {
 
 	tokens  []int32
 	scored  []bool
+	starts  []int
 	nScored int
 	samples int
 }
@@ -373,6 +377,7 @@ func (b *sampleBuilder) flush() {
 		}
 	})
 	for _, p := range b.batch {
+		b.starts = append(b.starts, len(b.tokens))
 		b.tokens = append(b.tokens, p.ids...)
 		b.scored = append(b.scored, p.scored...)
 		for _, s := range p.scored {

@@ -37,6 +37,11 @@ type LoRA struct {
 	method method
 	// extra holds the trained copies of the embedding, norms and head of a wholeModel method, nil otherwise.
 	extra *extraParams
+	// pos holds the rotary position of each row during a StepConfined, which confines attention to samples; nil
+	// otherwise.
+	pos []int32
+	// drop is LoRA dropout's state (LoRAConfig.Dropout), which the adapted loraLinears point to.
+	drop dropout
 }
 
 type loraLayer struct {
@@ -133,6 +138,13 @@ type LoRAConfig struct {
 	// Steps is the run's number of optimizer steps (TrainOptions.Steps), for methods whose schedule spans the run
 	// (AdaLoRA's rank budget); 0 when the LoRA is not made by Train.
 	Steps int
+	// Dropout is the probability, in [0, 1), with which Step drops each input value of an adapter (PEFT's
+	// lora_dropout; see dropout.go), for LoRA and DyLoRA only: registered methods compute their projections whole.
+	Dropout float64
+	// Recompute keeps only each layer's input during the forward pass of Step and recomputes the layer's
+	// activations just before its backward pass, into one set of buffers: about one more forward pass of compute
+	// for activation memory of one layer instead of all. The results are the same bits.
+	Recompute bool
 }
 
 // Scale is the factor of B·A in the update.
@@ -190,7 +202,19 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 			cfg.Init, InitPiSSA, InitMiLoRA)
 	}
 	l := &LoRA{LoRAConfig: cfg, m: m, batch: batch, ctx: ctx, layers: make([]loraLayer, c.Layers)}
+	if !(cfg.Dropout >= 0 && cfg.Dropout < 1) {
+		return nil, fmt.Errorf("train: LoRA dropout %g: want a probability in [0, 1)", cfg.Dropout)
+	}
+	if cfg.Recompute && cfg.Method == MethodEVA {
+		// EVA's initialisation reads every layer's activations after one forward pass.
+		return nil, fmt.Errorf("train: method %s reads all layers' activations; it does not run with recomputation",
+			cfg.Method)
+	}
 	if cfg.Method != "" && cfg.Method != MethodLoRA && cfg.Method != MethodDyLoRA {
+		if cfg.Dropout > 0 {
+			return nil, fmt.Errorf("train: method %s computes its projections whole; LoRA dropout is for %s and %s",
+				cfg.Method, MethodLoRA, MethodDyLoRA)
+		}
 		if cfg.Init != "" {
 			return nil, fmt.Errorf("train: method %s sets its own initial parameters; --init %s is for LoRA", cfg.Method,
 				cfg.Init)
@@ -216,6 +240,7 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 				a[k] = float32((2*rng.Float64() - 1) * bound)
 			}
 			*lin = loraLinear{w: w}
+			siteIndex := i*len(targetNames) + j
 			if on[j] && l.method != nil {
 				p, err := l.method.project(site{w: w, layer: i, module: targetNames[j], rows: batch * ctx, cfg: cfg,
 					seed: siteSeed(seed, i, targetNames[j])})
@@ -225,7 +250,11 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 				lin.proj = p
 			} else if on[j] {
 				*lin = loraLinear{w: w, rank: rank, active: rank, scale: float32(cfg.Scale()), a: a,
-					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank)}
+					b: make([]float32, w.rows*rank), da: make([]float32, rank*w.cols), db: make([]float32, w.rows*rank),
+					site: siteIndex}
+				if cfg.Dropout > 0 {
+					lin.drop = &l.drop
+				}
 			}
 		}
 	}
@@ -241,7 +270,19 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 		}
 	}
 	d, qDim, kvDim := c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	if cfg.Dropout > 0 {
+		l.drop = dropout{p: float32(cfg.Dropout), seed: seed, buf: make([]float32, n*max(d, qDim, c.FF)),
+			masks: make([][]uint64, c.Layers*len(targetNames))}
+		for i := range l.layers {
+			for _, lin := range l.layers[i].adapted() {
+				l.drop.masks[lin.site] = make([]uint64, n*((lin.w.cols+63)/64))
+			}
+		}
+	}
 	l.acts = make([]layerActs, c.Layers)
+	if cfg.Recompute {
+		l.acts = l.acts[:1]
+	}
 	for i := range l.acts {
 		a := &l.acts[i]
 		for _, s := range []struct {
@@ -290,14 +331,18 @@ func (l *LoRA) Params() (params, grads [][]float32) {
 	return params, grads
 }
 
-// ropeTables fills the cosines and sines of B sequences of T rows, each starting at position 0.
+// ropeTables fills the cosines and sines of B sequences of T rows, each starting at position 0, or at the
+// positions of StepConfined.
 func (l *LoRA) ropeTables(B, T int) {
 	c := l.m.Config
 	half := c.RopeDims / 2
 	for b := range B {
 		for t := range T {
-			r := (b*T + t) * half
-			ropeAngles(l.cos[r:], l.sin[r:], t, c, l.m.ropeFreqs)
+			r, p := b*T+t, t
+			if l.pos != nil {
+				p = int(l.pos[r])
+			}
+			ropeAngles(l.cos[r*half:], l.sin[r*half:], p, c, l.m.ropeFreqs)
 		}
 	}
 	for i, s := range l.sin[:B*T*half] {
@@ -389,6 +434,8 @@ func (l *LoRA) Step(windows [][]int32, scored [][]bool) (float64, error) {
 	}
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
+	l.drop.on = l.Dropout > 0
+	defer func() { l.drop.on = false }()
 	nll, count, targets := l.forward(windows, scored, B, T)
 	l.backward(targets, count, B, T)
 	if count == 0 {
@@ -400,7 +447,7 @@ func (l *LoRA) Step(windows [][]int32, scored [][]bool) (float64, error) {
 // forward returns the summed loss, the number of scored predictions and the targets (-1 where not scored).
 func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, int, []int32) {
 	m, c, e := l.m, l.m.Config, l.extra
-	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	n, d := B*T, c.Embd
 	targets := make([]int32, n)
 	trainedEmbd := e != nil && e.embd != nil
 	for b, w := range windows {
@@ -419,24 +466,7 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 	}
 	l.ropeTables(B, T)
 	for li := range m.layers {
-		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
-		x, out := l.resid[li][:n*d], l.resid[li+1][:n*d]
-		attnNorm, ffnNorm := e.norms(li, ml)
-		rmsNormForward(a.xn1, a.rstd1[:n], x, attnNorm, d, c.NormEps)
-		project(&ll.q, a.q, a.hq, a.xn1, n, &l.buf)
-		project(&ll.k, a.k, a.hk, a.xn1, n, &l.buf)
-		project(&ll.v, a.v, a.hv, a.xn1, n, &l.buf)
-		rope(a.q[:n*qDim], l.cos, l.sin, n, c.Heads, c)
-		rope(a.k[:n*kvDim], l.cos, l.sin, n, c.HeadsKV, c)
-		attentionForward(a.att, a.probs, a.q, a.k, a.v, B, T, c)
-		project(&ll.o, a.x2, a.ho, a.att, n, &l.buf)
-		kernels.Axpy(1, x, a.x2[:n*d])
-		rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ffnNorm, d, c.NormEps)
-		project(&ll.gate, a.g, a.hg, a.xn2, n, &l.buf)
-		project(&ll.up, a.u, a.hu, a.xn2, n, &l.buf)
-		kernels.SiLUMul(a.h[:n*c.FF], a.g[:n*c.FF], a.u[:n*c.FF])
-		project(&ll.down, out, a.hd, a.h, n, &l.buf)
-		kernels.Axpy(1, a.x2[:n*d], out)
+		l.layerForward(li, B, T)
 	}
 	rmsNormForward(l.xnf, l.rstdf[:n], l.resid[len(m.layers)][:n*d], e.finalNorm(m), d, c.NormEps)
 	if e != nil && e.head != nil {
@@ -446,6 +476,40 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 	}
 	nll, count := crossEntropyForward(l.logits[:n*c.Vocab], targets, c.Vocab)
 	return nll, count, targets
+}
+
+// layerActs returns the buffers of layer li's activations: its own, or with Recompute the one set all layers share.
+func (l *LoRA) layerActs(li int) *layerActs {
+	if l.Recompute {
+		return &l.acts[0]
+	}
+	return &l.acts[li]
+}
+
+// layerForward computes layer li from the residual stream entering it (l.resid[li]) into the one leaving it,
+// keeping its activations in layerActs(li): the forward pass runs it for every layer and, with Recompute, the
+// backward pass again for each layer before going back through it.
+func (l *LoRA) layerForward(li, B, T int) {
+	m, c := l.m, l.m.Config
+	n, d, qDim, kvDim := B*T, c.Embd, c.Heads*c.HeadDim, c.HeadsKV*c.HeadDim
+	ml, ll, a := &m.layers[li], &l.layers[li], l.layerActs(li)
+	x, out := l.resid[li][:n*d], l.resid[li+1][:n*d]
+	attnNorm, ffnNorm := l.extra.norms(li, ml)
+	rmsNormForward(a.xn1, a.rstd1[:n], x, attnNorm, d, c.NormEps)
+	project(&ll.q, a.q, a.hq, a.xn1, n, &l.buf)
+	project(&ll.k, a.k, a.hk, a.xn1, n, &l.buf)
+	project(&ll.v, a.v, a.hv, a.xn1, n, &l.buf)
+	rope(a.q[:n*qDim], l.cos, l.sin, n, c.Heads, c)
+	rope(a.k[:n*kvDim], l.cos, l.sin, n, c.HeadsKV, c)
+	attentionForward(a.att, a.probs, a.q, a.k, a.v, l.pos, B, T, c)
+	project(&ll.o, a.x2, a.ho, a.att, n, &l.buf)
+	kernels.Axpy(1, x, a.x2[:n*d])
+	rmsNormForward(a.xn2, a.rstd2[:n], a.x2[:n*d], ffnNorm, d, c.NormEps)
+	project(&ll.gate, a.g, a.hg, a.xn2, n, &l.buf)
+	project(&ll.up, a.u, a.hu, a.xn2, n, &l.buf)
+	kernels.SiLUMul(a.h[:n*c.FF], a.g[:n*c.FF], a.u[:n*c.FF])
+	project(&ll.down, out, a.hd, a.h, n, &l.buf)
+	kernels.Axpy(1, a.x2[:n*d], out)
 }
 
 // backward sets the gradients of the mean loss over the count scored targets.
@@ -471,7 +535,11 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		rmsNormWeightGrad(e.doutNorm, dxn, l.resid[len(m.layers)], l.rstdf[:n], d)
 	}
 	for li := len(m.layers) - 1; li >= 0; li-- {
-		ml, ll, a := &m.layers[li], &l.layers[li], &l.acts[li]
+		if l.Recompute && li < len(m.layers)-1 {
+			// The last layer's activations are still those of the forward pass.
+			l.layerForward(li, B, T)
+		}
+		ml, ll, a := &m.layers[li], &l.layers[li], l.layerActs(li)
 		attnNorm, ffnNorm := e.norms(li, ml)
 		// dres is the gradient of the layer's output, which is x2 + down(h).
 		dh, dgt, du := g.dh[:n*c.FF], g.dg[:n*c.FF], g.du[:n*c.FF]
@@ -492,7 +560,7 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 		dq, dk, dv := g.dq[:n*qDim], g.dk[:n*kvDim], g.dv[:n*kvDim]
 		clear(dk)
 		clear(dv)
-		attentionBackward(dq, dk, dv, datt, a.probs, a.q, a.k, a.v, g.scratch, B, T, c)
+		attentionBackward(dq, dk, dv, datt, a.probs, a.q, a.k, a.v, l.pos, g.scratch, B, T, c)
 		ropeBackward(dq, l.cos, l.negSin, n, c.Heads, c)
 		ropeBackward(dk, l.cos, l.negSin, n, c.HeadsKV, c)
 		clear(dxn)

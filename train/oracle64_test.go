@@ -147,6 +147,9 @@ type model64 struct {
 	embd, output []float64
 	outNorm      []float64
 	layers       []layer64
+	// mask, when set, gives the input of an adapter (layer, module in loraLayer.linears order) from the
+	// projection's input x: LoRA dropout's masks applied.
+	mask func(layer, module int, x []float64) []float64
 }
 
 type layer64 struct {
@@ -235,7 +238,11 @@ func (w *model64) loss64(l *LoRA, f factors64, windows [][]int32, scored [][]boo
 			rows, cols := lin.w.rows, lin.w.cols
 			y := linear64(in, n, ly.w[j], rows, cols)
 			rank := len(f.a[li][j]) / cols // factors cut to fewer ranks than lin's are a DyLoRA slice
-			h := linear64(in, n, f.a[li][j], rank, cols)
+			ain := in
+			if w.mask != nil {
+				ain = w.mask(li, j, in)
+			}
+			h := linear64(ain, n, f.a[li][j], rank, cols)
 			delta := linear64(h, n, f.b[li][j], rows, rank)
 			for i := range y {
 				y[i] += float64(lin.scale) * delta[i]

@@ -62,6 +62,19 @@ type TrainOptions struct {
 
 	// Log, if set, is called after every step, and at step 0 with the validation loss before training.
 	Log func(StepLog)
+
+	// Packing is PackingConcat or PackingConfined: whether a token of a training window attends to the samples
+	// before its own (see Stream.ConfinedWindows) [PackingConcat]. Validation (ChunkLoss) is the same for both.
+	Packing string
+
+	// Dropout is LoRA dropout (LoRAConfig.Dropout, PEFT's lora_dropout) for methods lora and dylora: each
+	// micro-batch drops adapter inputs with this probability, under masks that are a function of the seed, step,
+	// micro-batch, layer and module, so that a resumed run draws the masks of an uninterrupted one. Validation
+	// runs without dropout.
+	Dropout float64
+	// Recompute recomputes each layer's activations in the backward pass instead of keeping them
+	// (LoRAConfig.Recompute): less memory, the same results.
+	Recompute bool
 }
 
 // StepLog is the record of one training step. Step 0 carries only the validation loss before training.
@@ -142,6 +155,9 @@ func (o *TrainOptions) check() error {
 	}
 	if o.DyLoRAFrozen && o.Method != MethodDyLoRA {
 		return fmt.Errorf("train: the frozen update is an option of method %s, not %s", MethodDyLoRA, o.Method)
+	}
+	if o.Packing != "" && o.Packing != PackingConcat && o.Packing != PackingConfined {
+		return fmt.Errorf("train: packing %q: expected %s or %s", o.Packing, PackingConcat, PackingConfined)
 	}
 	if o.SaveEvery > 0 && o.Checkpoint == "" {
 		return fmt.Errorf("train: saving every %d steps needs a checkpoint directory", o.SaveEvery)
@@ -236,7 +252,8 @@ type trainer struct {
 
 func newTrainer(m *Model, data *Stream, opts TrainOptions) (*trainer, error) {
 	l, err := NewLoRAConfig(m, LoRAConfig{Rank: opts.Rank, Alpha: opts.Alpha, RSLoRA: opts.RSLoRA, Targets: opts.Targets,
-		Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs, Steps: opts.Steps},
+		Init: opts.Init, Method: opts.Method, MethodArgs: opts.MethodArgs, Steps: opts.Steps, Dropout: opts.Dropout,
+		Recompute: opts.Recompute},
 		opts.Batch, opts.Ctx, opts.Seed)
 	if err != nil {
 		return nil, err
@@ -327,11 +344,8 @@ func (t *trainer) gradients() (float64, error) {
 	inv := float32(1 / float64(k))
 	var loss float64
 	for i := range k {
-		windows, scored, err := t.data.Windows(t.rng, t.opts.Batch, t.opts.Ctx)
-		if err != nil {
-			return 0, err
-		}
-		l, err := t.lora.Step(windows, scored)
+		t.lora.SetDropoutStep(t.step+1, i)
+		l, err := t.microBatch()
 		if err != nil {
 			return 0, err
 		}
@@ -350,6 +364,23 @@ func (t *trainer) gradients() (float64, error) {
 		}
 	}
 	return loss, nil
+}
+
+// microBatch draws one micro-batch of windows, packed as the options say, and sets the LoRA's gradients of its
+// mean loss, which it returns.
+func (t *trainer) microBatch() (float64, error) {
+	if t.opts.Packing == PackingConfined {
+		windows, scored, positions, err := t.data.ConfinedWindows(t.rng, t.opts.Batch, t.opts.Ctx)
+		if err != nil {
+			return 0, err
+		}
+		return t.lora.StepConfined(windows, scored, positions)
+	}
+	windows, scored, err := t.data.Windows(t.rng, t.opts.Batch, t.opts.Ctx)
+	if err != nil {
+		return 0, err
+	}
+	return t.lora.Step(windows, scored)
 }
 
 // gradNorm is the L2 norm of all gradients together, the total_norm of torch.nn.utils.clip_grad_norm_.
@@ -468,7 +499,7 @@ func (l *LoRA) writeLoRA(dir string, factors [][]float32, ranks []int, alpha flo
 		"base_model_name_or_path": l.m.Path,
 		"r":                       r,
 		"lora_alpha":              alpha,
-		"lora_dropout":            0.0,
+		"lora_dropout":            l.Dropout,
 		"target_modules":          l.targets(),
 		"bias":                    "none",
 		"fan_in_fan_out":          false,

@@ -70,6 +70,9 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "grad-accum", Value: 1, Usage: "micro-batches per optimizer step"},
 			&cli.IntFlag{Name: "batch", Value: 8, Usage: "windows per micro-batch"},
 			&cli.IntFlag{Name: "ctx", Value: 256, Usage: "tokens per window"},
+			&cli.StringFlag{Name: "packing", Value: train.PackingConcat, Usage: "concat: attention crosses the " +
+				"samples a window holds (the recorded PyTorch recipe); confined: each token attends only to its own " +
+				"sample, positions from 0 at each sample's start (docs/training-data.md)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the initialisation and of the window offsets"},
 			&cli.StringFlag{Name: "val", Usage: "validation data, in the format of --data (every token is scored)"},
 			&cli.IntFlag{Name: "eval-every", Usage: "score --val every N steps (besides before and after training)"},
@@ -82,6 +85,10 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "merge-out", Usage: "also write MODEL with the adapter merged (one file of MODEL's format)"},
 			&cli.StringFlag{Name: "sparse-delta-out", Usage: "lift: also write the sparse update (compressed-tensors " +
 				"sparse-bitmask safetensors)"},
+			&cli.Float64Flag{Name: "lora-dropout", Usage: "drop each adapter input value with this probability in " +
+				"training (PEFT's lora_dropout; lora and dylora)"},
+			&cli.BoolFlag{Name: "recompute", Usage: "recompute each layer's activations in the backward pass: " +
+				"activation memory of one layer instead of all, about one more forward pass, the same result"},
 			&cli.IntFlag{Name: "threads", Usage: "threads to use (default: all cores)"},
 		}, compareFlags()...),
 		Action: func(c *cli.Context) error {
@@ -135,6 +142,12 @@ func trainCommand() *cli.Command {
 				return fmt.Errorf("train: --dylora-rank %d: want 1..--rank (%d) with --method %s", n, c.Int("rank"),
 					train.MethodDyLoRA)
 			}
+			if p := c.String("packing"); p != train.PackingConcat && p != train.PackingConfined {
+				return fmt.Errorf("train: --packing %q: want %s or %s", p, train.PackingConcat, train.PackingConfined)
+			}
+			if p := c.Float64("lora-dropout"); !(p >= 0 && p < 1) {
+				return fmt.Errorf("train: --lora-dropout %g: want a probability in [0, 1)", p)
+			}
 			if i := c.String("init"); i != "" && i != train.InitPiSSA && i != train.InitMiLoRA {
 				return fmt.Errorf("train: --init %q: want %s or %s", i, train.InitPiSSA, train.InitMiLoRA)
 			}
@@ -160,6 +173,8 @@ func trainCommand() *cli.Command {
 				MaxGradNorm: c.Float64("max-grad-norm"), GradAccum: c.Int("grad-accum"), Batch: c.Int("batch"),
 				Ctx: c.Int("ctx"), Seed: c.Uint64("seed"), EvalEvery: c.Int("eval-every"),
 				Checkpoint: c.String("checkpoint"), SaveEvery: c.Int("save-every"), ResumeFrom: c.String("resume")}
+			opts.Packing = c.String("packing")
+			opts.Dropout, opts.Recompute = c.Float64("lora-dropout"), c.Bool("recompute")
 			if v := c.String("val"); v != "" {
 				val, err := loadStream(c, m, v)
 				if err != nil {

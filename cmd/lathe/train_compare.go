@@ -177,6 +177,9 @@ func (r *comparedRun) train(c *cli.Context, exe, outDir, modelPath string, metho
 		if !c.IsSet(name) || slices.Contains(notForwarded, name) {
 			continue
 		}
+		if name == "lora-dropout" && r.Method != train.MethodLoRA && r.Method != train.MethodDyLoRA {
+			continue // the other methods compute their projections whole, without PEFT's dropout on x
+		}
 		switch f.(type) {
 		case *cli.StringSliceFlag:
 			for _, v := range c.StringSlice(name) {
