@@ -1,9 +1,9 @@
 package train
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -54,53 +54,14 @@ func TestMethodDoRA(t *testing.T) {
 func checkDoRAMerge(t *testing.T, run methodRun, a *adapter.Adapter) {
 	t.Helper()
 	m := run.l.m
-	st, err := os.Stat(m.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := t.TempDir()
-	var buf bytes.Buffer
-	if !st.IsDir() {
-		base, err := gguf.Open(m.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = adapter.MergeAllGGUF(&buf, base, []*adapter.Adapter{a}, adapter.MergeOptions{})
-		base.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = filepath.Join(out, "merged.gguf")
-		if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		entries, err := os.ReadDir(m.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range entries { // the checkpoint's files, model.safetensors merged
-			b, err := os.ReadFile(filepath.Join(m.Path, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.Name() == "model.safetensors" {
-				base, err := safetensors.Open(filepath.Join(m.Path, e.Name()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				err = adapter.MergeAllSafetensors(&buf, base, []*adapter.Adapter{a}, adapter.MergeOptions{})
-				base.Close()
-				if err != nil {
-					t.Fatal(err)
-				}
-				b = buf.Bytes()
-			}
-			if err := os.WriteFile(filepath.Join(out, e.Name()), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	adapters := []*adapter.Adapter{a}
+	out := mergeModelFile(t, m.Path, t.TempDir(),
+		func(w io.Writer, base *gguf.File) error {
+			return adapter.MergeAllGGUF(w, base, adapters, adapter.MergeOptions{})
+		},
+		func(w io.Writer, base safetensors.Set) error {
+			return adapter.MergeAllSafetensors(w, base, adapters, adapter.MergeOptions{})
+		})
 	merged, err := Open(out)
 	if err != nil {
 		t.Fatal(err)

@@ -376,6 +376,12 @@ func (l *LoRA) check(windows [][]int32) (B, T int, err error) {
 // Loss is the mean next-token loss of the windows (each predicts its tokens 1… from the ones before, all windows of
 // one length), with the current factors; any number of windows is taken, a batch at a time.
 func (l *LoRA) Loss(windows [][]int32) (float64, error) {
+	return l.lossScored(windows, nil)
+}
+
+// lossScored is Loss over the predictions that scored (one mask per window, as Step takes them; nil scores all)
+// says count.
+func (l *LoRA) lossScored(windows [][]int32, scored [][]bool) (float64, error) {
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
 	var nll float64
@@ -389,9 +395,16 @@ func (l *LoRA) Loss(windows [][]int32) (float64, error) {
 		if len(chunk[0]) != len(windows[0]) {
 			return 0, fmt.Errorf("train: window %d has %d tokens, window 0 has %d", i, len(chunk[0]), len(windows[0]))
 		}
-		s, n, _ := l.forward(chunk, nil, B, T)
+		var masks [][]bool
+		if scored != nil {
+			masks = scored[i:min(i+l.batch, len(windows))]
+		}
+		s, n, _ := l.forward(chunk, masks, B, T)
 		nll += s
 		count += n
+	}
+	if count == 0 {
+		return 0, fmt.Errorf("train: no prediction of the %d windows is scored", len(windows))
 	}
 	return nll / float64(count), nil
 }
@@ -402,6 +415,16 @@ func (l *LoRA) Loss(windows [][]int32) (float64, error) {
 // by BOS when the vocabulary adds one — llama-perplexity's chunks — and every prediction in every chunk is scored,
 // ctx-1 per chunk. ctx must not exceed the LoRA's context + 1.
 func (l *LoRA) ChunkLoss(tokens []int32, ctx int) (float64, error) {
+	return l.ChunkLossScored(tokens, nil, ctx)
+}
+
+// ChunkLossScored is ChunkLoss over the predictions of the tokens scored marks (one entry per token, as
+// Stream.Scored: the prompts of prompt/completion and chat records are left out); nil scores every token, as
+// ChunkLoss does.
+func (l *LoRA) ChunkLossScored(tokens []int32, scored []bool, ctx int) (float64, error) {
+	if scored != nil && len(scored) != len(tokens) {
+		return 0, fmt.Errorf("train: %d loss-mask entries for %d validation tokens", len(scored), len(tokens))
+	}
 	n := len(tokens) / ctx
 	if ctx < 2 || n == 0 {
 		return 0, fmt.Errorf("train: %d tokens make no chunk of %d", len(tokens), ctx)
@@ -413,7 +436,14 @@ func (l *LoRA) ChunkLoss(tokens []int32, ctx int) (float64, error) {
 			chunks[i][0] = l.m.Tokenizer.BOS()
 		}
 	}
-	return l.Loss(chunks)
+	var masks [][]bool
+	if scored != nil {
+		masks = make([][]bool, n)
+		for i := range masks {
+			masks[i] = scored[i*ctx+1 : (i+1)*ctx] // prediction t of a chunk is of its token t+1
+		}
+	}
+	return l.lossScored(chunks, masks)
 }
 
 // Step computes the mean loss of the windows and sets the gradients (see Params) of that loss. scored, when not

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -141,14 +142,28 @@ func checkMethod(t *testing.T, opts TrainOptions, fromGGUF bool) methodRun {
 }
 
 // mergedModel writes m's file (GGUF or Hugging Face directory) with l's updates merged into dir and returns its
-// path: a GGUF file, or a directory holding the merged model.safetensors beside copies of the checkpoint's other
-// files.
+// path (see mergeModelFile).
 func mergedModel(t *testing.T, l *LoRA, path, dir string) string {
 	t.Helper()
 	deltas, err := l.Deltas()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mergeModelFile(t, path, dir,
+		func(w io.Writer, base *gguf.File) error {
+			return adapter.MergeDeltasGGUF(w, base, deltas, adapter.MergeOptions{})
+		},
+		func(w io.Writer, base safetensors.Set) error {
+			return adapter.MergeDeltasSafetensors(w, base, deltas, adapter.MergeOptions{})
+		})
+}
+
+// mergeModelFile writes the model at path merged by mergeGGUF or mergeST into dir and returns the merged model's
+// path: a GGUF file, or a directory holding the merged model.safetensors beside copies of the checkpoint's other
+// files.
+func mergeModelFile(t *testing.T, path, dir string, mergeGGUF func(io.Writer, *gguf.File) error,
+	mergeST func(io.Writer, safetensors.Set) error) string {
+	t.Helper()
 	if st, err := os.Stat(path); err == nil && !st.IsDir() {
 		base, err := gguf.Open(path)
 		if err != nil {
@@ -157,7 +172,7 @@ func mergedModel(t *testing.T, l *LoRA, path, dir string) string {
 		defer base.Close()
 		out := filepath.Join(dir, "merged.gguf")
 		var buf bytes.Buffer
-		if err := adapter.MergeDeltasGGUF(&buf, base, deltas, adapter.MergeOptions{}); err != nil {
+		if err := mergeGGUF(&buf, base); err != nil {
 			t.Fatal(err)
 		}
 		if err := atomicfile.WriteFile(out, buf.Bytes()); err != nil {
@@ -184,7 +199,7 @@ func mergedModel(t *testing.T, l *LoRA, path, dir string) string {
 				t.Fatal(err)
 			}
 			var buf bytes.Buffer
-			err = adapter.MergeDeltasSafetensors(&buf, base, deltas, adapter.MergeOptions{})
+			err = mergeST(&buf, base)
 			base.Close()
 			if err != nil {
 				t.Fatal(err)

@@ -50,8 +50,10 @@ type TrainOptions struct {
 	Seed      uint64 // seeds the LoRA initialisation and the choice of windows
 
 	// Val, if set, is validation text already tokenized (with BOS). Its loss (see LoRA.ChunkLoss, with chunks of
-	// Ctx tokens) is computed before the first step, every EvalEvery steps and after the last.
+	// Ctx tokens) is computed before the first step, every EvalEvery steps and after the last. ValScored, when not
+	// nil, has one entry per Val token and leaves the unscored ones out of it (Stream.Scored, LoRA.ChunkLossScored).
 	Val       []int32
+	ValScored []bool
 	EvalEvery int
 
 	// Checkpoint, if set, is a directory where the complete training state is saved every SaveEvery steps, so that
@@ -195,7 +197,7 @@ func Train(m *Model, data *Stream, opts TrainOptions) (*LoRA, []StepLog, error) 
 		}
 	}
 	validate := func() (*float64, error) {
-		v, err := t.lora.ChunkLoss(opts.Val, opts.Ctx)
+		v, err := t.lora.ChunkLossScored(opts.Val, opts.ValScored, opts.Ctx)
 		if err != nil {
 			return nil, fmt.Errorf("train: validation: %w", err)
 		}

@@ -74,7 +74,7 @@ func trainCommand() *cli.Command {
 				"samples a window holds (the recorded PyTorch recipe); confined: each token attends only to its own " +
 				"sample, positions from 0 at each sample's start (docs/training-data.md)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the initialisation and of the window offsets"},
-			&cli.StringFlag{Name: "val", Usage: "validation data, in the format of --data (every token is scored)"},
+			&cli.StringFlag{Name: "val", Usage: "validation data, in the format of --data, scored as --data is (prompts left out unless --train-on-prompt)"},
 			&cli.IntFlag{Name: "eval-every", Usage: "score --val every N steps (besides before and after training)"},
 			&cli.StringFlag{Name: "log", Usage: "write one JSON object per step to this file (JSON Lines)"},
 			&cli.StringFlag{Name: "plot", Usage: "draw the loss curves to this .svg or .png file"},
@@ -180,7 +180,7 @@ func trainCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				opts.Val = val.Tokens
+				opts.Val, opts.ValScored = val.Tokens, val.Scored
 			}
 			var logOut *output
 			var enc *json.Encoder

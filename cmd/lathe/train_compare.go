@@ -180,6 +180,9 @@ func (r *comparedRun) train(c *cli.Context, exe, outDir, modelPath string, metho
 		if name == "lora-dropout" && r.Method != train.MethodLoRA && r.Method != train.MethodDyLoRA {
 			continue // the other methods compute their projections whole, without PEFT's dropout on x
 		}
+		if name == "recompute" && r.Method == train.MethodEVA {
+			continue // EVA's initialisation reads every layer's activations at once
+		}
 		switch f.(type) {
 		case *cli.StringSliceFlag:
 			for _, v := range c.StringSlice(name) {
