@@ -144,16 +144,9 @@ func exportPart(m *modelfile.Model, planned map[string]*plannedTensor, nonzero m
 		case bitmaskSuffix:
 			return nz.Bits, nil
 		case shapeSuffix:
-			return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, uint64(nz.Rows)),
-				uint64(nz.Cols)), nil
+			return shapeBytes(nz), nil
 		case rowOffsetsSuffix:
-			out := make([]byte, 0, 8*nz.Rows)
-			var off int64
-			for i := range nz.Rows {
-				out = binary.LittleEndian.AppendUint64(out, uint64(off))
-				off += int64(nz.RowKept(i))
-			}
-			return out, nil
+			return rowOffsets(nz), nil
 		}
 		v, err := m.View(base)
 		if err != nil {
@@ -173,6 +166,46 @@ func exportPart(m *modelfile.Model, planned map[string]*plannedTensor, nonzero m
 	}
 	v, err := m.View(name) // a tensor that is not pruned
 	return v.Data, err
+}
+
+// shapeBytes is W.shape of the sparse-bitmask layout: rows and columns as two I64.
+func shapeBytes(nz *prune.Mask) []byte {
+	return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, uint64(nz.Rows)), uint64(nz.Cols))
+}
+
+// rowOffsets is W.row_offsets of the sparse-bitmask layout: the index in W.compressed of each row's first value, I64.
+func rowOffsets(nz *prune.Mask) []byte {
+	out := make([]byte, 0, 8*nz.Rows)
+	var off int64
+	for i := range nz.Rows {
+		out = binary.LittleEndian.AppendUint64(out, uint64(off))
+		off += int64(nz.RowKept(i))
+	}
+	return out
+}
+
+// BitmaskViews are the four tensors of the float32 matrix d (rows×cols, row-major) in compressed-tensors'
+// sparse-bitmask layout under the name w, as ExportSparseBitmask writes a pruned weight: W.compressed (F32, the
+// non-zero entries), W.bitmask, W.shape and W.row_offsets.
+func BitmaskViews(w string, rows, cols int, d []float32) []tensor.View {
+	nz := prune.NewMask(rows, cols)
+	var values []float32
+	for i := range rows {
+		for j, x := range d[i*cols : (i+1)*cols] {
+			if x != 0 {
+				nz.Set(i, j, true)
+				values = append(values, x)
+			}
+		}
+	}
+	compressed := make([]byte, 4*len(values))
+	tensor.FromFloat32(compressed, values, tensor.F32) // sizes match by construction
+	return []tensor.View{
+		{Name: w + compressedSuffix, DType: tensor.F32, Shape: tensor.Shape{int64(len(values))}, Data: compressed},
+		{Name: w + bitmaskSuffix, DType: tensor.U8, Shape: tensor.Shape{int64(rows), int64(nz.Stride())}, Data: nz.Bits},
+		{Name: w + shapeSuffix, DType: tensor.I64, Shape: tensor.Shape{2}, Data: shapeBytes(nz)},
+		{Name: w + rowOffsetsSuffix, DType: tensor.I64, Shape: tensor.Shape{int64(rows)}, Data: rowOffsets(nz)},
+	}
 }
 
 // nonzeroMask marks the elements of data (rows×cols little-endian floats of size bytes) that are not ±0: any bit

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -9,6 +8,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/kernels"
 	"github.com/lathe-ml/lathe/prune"
 	"github.com/lathe-ml/lathe/safetensors"
+	"github.com/lathe-ml/lathe/sparsity"
 	"github.com/lathe-ml/lathe/tensor"
 )
 
@@ -247,15 +247,6 @@ func (p *liftLinear) delta(dst []float32) {
 	}
 }
 
-// Tensors of a sparse delta file per weight W, in compressed-tensors' sparse-bitmask layout (BitmaskTensor, as
-// sparsity.ExportSparseBitmask writes pruned weights; spectral-prune-merge.md §4.5).
-const (
-	sparseCompressed = ".compressed"
-	sparseBitmask    = ".bitmask"
-	sparseShape      = ".shape"
-	sparseRowOffsets = ".row_offsets"
-)
-
 // WriteSparseDelta writes the trained update ΔW of every trained projection to a safetensors file at path in
 // compressed-tensors' sparse-bitmask layout: for each weight W (named as Deltas names it, rows in the model file's
 // order)
@@ -280,7 +271,7 @@ func (l *LoRA) WriteSparseDelta(path string) error {
 				continue
 			}
 			name := l.fileName(i, j, lin.w)
-			views = append(views, sparseViews(name, lin.w.rows, lin.w.cols, deltas[name])...)
+			views = append(views, sparsity.BitmaskViews(name, lin.w.rows, lin.w.cols, deltas[name])...)
 		}
 	}
 	slices.SortFunc(views, func(a, b tensor.View) int {
@@ -291,29 +282,4 @@ func (l *LoRA) WriteSparseDelta(path string) error {
 	})
 	return safetensors.WriteFile(path, views, map[string]string{"format": "pt", "lathe.delta": "sparse",
 		"lathe.method": l.Method})
-}
-
-// sparseViews are the four tensors of one weight's update d (rows×cols) in the sparse-bitmask layout.
-func sparseViews(name string, rows, cols int, d []float32) []tensor.View {
-	mask := prune.NewMask(rows, cols)
-	var values []float32
-	offsets := make([]byte, 0, 8*rows)
-	for r := range rows {
-		offsets = binary.LittleEndian.AppendUint64(offsets, uint64(len(values)))
-		for c, x := range d[r*cols : (r+1)*cols] {
-			if x != 0 {
-				mask.Set(r, c, true)
-				values = append(values, x)
-			}
-		}
-	}
-	shape := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, uint64(rows)), uint64(cols))
-	base := name
-	return []tensor.View{
-		floatView(base+sparseCompressed, tensor.Shape{int64(len(values))}, values),
-		{Name: base + sparseBitmask, DType: tensor.U8, Shape: tensor.Shape{int64(rows), int64(mask.Stride())},
-			Data: mask.Bits},
-		{Name: base + sparseShape, DType: tensor.I64, Shape: tensor.Shape{2}, Data: shape},
-		{Name: base + sparseRowOffsets, DType: tensor.I64, Shape: tensor.Shape{int64(rows)}, Data: offsets},
-	}
 }
