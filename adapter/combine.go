@@ -421,25 +421,32 @@ func matrix(rows, cols int, f []float32) *spectral.Matrix {
 	return m
 }
 
-// combinedConfig is the adapter_config.json of a combination: r and lora_alpha equal (scale 1) at the most common
-// rank, and rank_pattern/alpha_pattern entries matching exactly each module of another rank.
-func combinedConfig(first *Adapter, names []string, ranks map[string]int) ([]byte, error) {
+// RankPatterns gives the adapter_config.json ranks of modules of scale 1 (lora_alpha = r everywhere): r is the most
+// common rank (the smaller on a tie), and pattern, for rank_pattern and alpha_pattern alike, holds an entry matching
+// exactly each module of another rank. encoding/json sorts map keys while PEFT takes the first key that matches, so
+// each key matches one module.
+func RankPatterns(names []string, ranks map[string]int) (r int, pattern map[string]int) {
 	count := map[int]int{}
-	common := 0
 	for _, name := range names {
-		r := ranks[name]
-		count[r]++
-		if count[r] > count[common] || count[r] == count[common] && r < common {
-			common = r
+		n := ranks[name]
+		count[n]++
+		if count[n] > count[r] || count[n] == count[r] && n < r {
+			r = n
 		}
 	}
-	// encoding/json sorts map keys while PEFT takes the first key that matches: each key here matches one module.
-	pattern := map[string]int{}
+	pattern = map[string]int{}
 	for _, name := range names {
-		if ranks[name] != common {
+		if ranks[name] != r {
 			pattern[regexp.QuoteMeta(name)] = ranks[name]
 		}
 	}
+	return r, pattern
+}
+
+// combinedConfig is the adapter_config.json of a combination: r and lora_alpha equal (scale 1) at the most common
+// rank, and rank_pattern/alpha_pattern entries matching exactly each module of another rank.
+func combinedConfig(first *Adapter, names []string, ranks map[string]int) ([]byte, error) {
+	common, pattern := RankPatterns(names, ranks)
 	fanInFanOut := first.Config != nil && first.Config.FanInFanOut
 	base := ""
 	if first.Config != nil {

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"time"
 
@@ -474,23 +473,14 @@ func (l *LoRA) writeLoRA(dir string, factors [][]float32, ranks []int, alpha flo
 				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(rank)}, b))
 		}
 	}
-	r, rankPattern, alphaPattern := ranks[0], map[string]int{}, map[string]float64{}
+	r, pattern := ranks[0], map[string]int{}
 	if alpha == 0 {
-		count := map[int]int{}
-		for _, n := range ranks {
-			count[n]++
-			if count[n] > count[r] || count[n] == count[r] && n < r {
-				r = n
-			}
-		}
-		alpha = float64(r)
+		byName := map[string]int{}
 		for i, n := range ranks {
-			if n != r {
-				// encoding/json sorts the keys while PEFT takes the first that matches: each matches one module.
-				key := regexp.QuoteMeta(names[i])
-				rankPattern[key], alphaPattern[key] = n, float64(n)
-			}
+			byName[names[i]] = n
 		}
+		r, pattern = adapter.RankPatterns(names, byName)
+		alpha = float64(r)
 	} else if slices.Min(ranks) != slices.Max(ranks) {
 		return fmt.Errorf("train: writing modules of ranks %d to %d with one lora_alpha", slices.Min(ranks),
 			slices.Max(ranks))
@@ -508,8 +498,8 @@ func (l *LoRA) writeLoRA(dir string, factors [][]float32, ranks []int, alpha flo
 		"use_rslora":              rslora,
 		"use_dora":                false,
 		"init_lora_weights":       true,
-		"rank_pattern":            rankPattern,
-		"alpha_pattern":           alphaPattern,
+		"rank_pattern":            pattern,
+		"alpha_pattern":           pattern,
 	}, "", "  ")
 	if err != nil {
 		return err
