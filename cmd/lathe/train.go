@@ -3,13 +3,16 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/lathe-ml/lathe/adapter"
+	"github.com/lathe-ml/lathe/gguf"
 	"github.com/lathe-ml/lathe/modelfile"
+	"github.com/lathe-ml/lathe/safetensors"
 	"github.com/lathe-ml/lathe/tensor"
 	"github.com/lathe-ml/lathe/train"
 	"github.com/lathe-ml/lathe/train/lossplot"
@@ -328,25 +331,13 @@ func adapterOutputs(c *cli.Context, modelPath, dir string) error {
 		}
 	}
 	if mergeOut != "" {
-		base, err := modelfile.Open(modelPath)
-		if err != nil {
-			return err
-		}
-		defer base.Close()
-		o, err := createOutput(mergeOut, false, base.Files...)
-		if err != nil {
-			return err
-		}
-		defer o.abort()
-		if base.GGUF != nil {
-			err = adapter.MergeGGUF(o, base.GGUF, a, adapter.MergeOptions{Scale: 1})
-		} else {
-			err = adapter.MergeSafetensors(o, base.Safetensors, a, adapter.MergeOptions{Scale: 1})
-		}
-		if err != nil {
-			return fmt.Errorf("train: --merge-out: %w", err)
-		}
-		return o.commit()
+		return writeMerged(modelPath, mergeOut,
+			func(w io.Writer, base *gguf.File) error {
+				return adapter.MergeGGUF(w, base, a, adapter.MergeOptions{Scale: 1})
+			},
+			func(w io.Writer, base safetensors.Set) error {
+				return adapter.MergeSafetensors(w, base, a, adapter.MergeOptions{Scale: 1})
+			})
 	}
 	return nil
 }
@@ -366,6 +357,19 @@ func mergeDeltas(l *train.LoRA, modelPath, path string) error {
 	if err != nil {
 		return err
 	}
+	return writeMerged(modelPath, path,
+		func(w io.Writer, base *gguf.File) error {
+			return adapter.MergeDeltasGGUF(w, base, deltas, adapter.MergeOptions{})
+		},
+		func(w io.Writer, base safetensors.Set) error {
+			return adapter.MergeDeltasSafetensors(w, base, deltas, adapter.MergeOptions{})
+		})
+}
+
+// writeMerged writes --merge-out: MODEL (a GGUF file or a Hugging Face directory) through mergeGGUF or mergeST,
+// one file of MODEL's format.
+func writeMerged(modelPath, path string, mergeGGUF func(io.Writer, *gguf.File) error,
+	mergeST func(io.Writer, safetensors.Set) error) error {
 	base, err := modelfile.Open(modelPath)
 	if err != nil {
 		return err
@@ -377,9 +381,9 @@ func mergeDeltas(l *train.LoRA, modelPath, path string) error {
 	}
 	defer o.abort()
 	if base.GGUF != nil {
-		err = adapter.MergeDeltasGGUF(o, base.GGUF, deltas, adapter.MergeOptions{})
+		err = mergeGGUF(o, base.GGUF)
 	} else {
-		err = adapter.MergeDeltasSafetensors(o, base.Safetensors, deltas, adapter.MergeOptions{})
+		err = mergeST(o, base.Safetensors)
 	}
 	if err != nil {
 		return fmt.Errorf("train: --merge-out: %w", err)
