@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -79,7 +78,7 @@ func trainCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the initialisation and of the window offsets"},
 			&cli.StringFlag{Name: "val", Usage: "validation data, in the format of --data, scored as --data is (prompts left out unless --train-on-prompt)"},
 			&cli.IntFlag{Name: "eval-every", Usage: "score --val every N steps (besides before and after training)"},
-			&cli.StringFlag{Name: "log", Usage: "write one JSON object per step to this file (JSON Lines)"},
+			&cli.StringFlag{Name: "log", Usage: "write one JSON object per step to this file (JSON Lines) as the run goes, or - for standard output; --resume appends"},
 			&cli.StringFlag{Name: "plot", Usage: "draw the loss curves to this .svg or .png file"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "directory for checkpoints"},
 			&cli.IntFlag{Name: "save-every", Usage: "write a checkpoint every N steps"},
@@ -185,20 +184,17 @@ func trainCommand() *cli.Command {
 				}
 				opts.Val, opts.ValScored = val.Tokens, val.Scored
 			}
-			var logOut *output
-			var enc *json.Encoder
+			var log *stepLog
 			if p := c.String("log"); p != "" {
-				if logOut, err = createOutput(p, false, modelPath, c.String("data")); err != nil {
+				if log, err = newStepLog(p, opts.ResumeFrom != "", false, modelPath, c.String("data")); err != nil {
 					return err
 				}
-				defer logOut.abort()
-				enc = json.NewEncoder(logOut)
 			}
 			show := !quiet && isTerminal(os.Stderr)
 			start, first := time.Now(), 0
 			opts.Log = func(s train.StepLog) {
-				if enc != nil {
-					enc.Encode(s) // a write error surfaces at commit
+				if log != nil {
+					log.write(s.Step, s) // a write error surfaces at close
 				}
 				if !show || s.Step == 0 {
 					return
@@ -216,7 +212,15 @@ func trainCommand() *cli.Command {
 			}
 			l, logs, err := train.Train(m, data, opts)
 			if err != nil {
+				if log != nil {
+					log.close()
+				}
 				return fmt.Errorf("train: %s: %w", c.String("data"), err)
+			}
+			if log != nil {
+				if err := log.close(); err != nil {
+					return err
+				}
 			}
 			out := c.String("output")
 			switch n := c.Int("dylora-rank"); {
@@ -230,11 +234,6 @@ func trainCommand() *cli.Command {
 			}
 			if err != nil {
 				return err
-			}
-			if logOut != nil {
-				if err := logOut.commit(); err != nil {
-					return err
-				}
 			}
 			if p := c.String("plot"); p != "" {
 				pl, err := lossplot.Plot(filepath.Base(out), logs)
@@ -282,6 +281,10 @@ func trainCommand() *cli.Command {
 				if last.ValLoss != nil {
 					summary += fmt.Sprintf(", validation loss %.4f", *last.ValLoss)
 				}
+			}
+			if c.String("log") == "-" {
+				fmt.Fprintln(os.Stderr, summary+")") // standard output holds the log's JSON lines
+				return nil
 			}
 			fmt.Fprintln(c.App.Writer, summary+")")
 			return nil

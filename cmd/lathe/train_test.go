@@ -203,15 +203,18 @@ func TestTrainThreadsDeterministic(t *testing.T) {
 
 // TestTrainResumeAfterKill kills a running lathe train with SIGKILL after its first checkpoint, resumes it, and
 // compares the final adapter with an uninterrupted run's, byte for byte; resuming with another --lr is refused.
+// The --log the killed run wrote as it went holds its finished steps; resumed, it reads as the uninterrupted run's
+// log (the same steps, losses, learning rates and norms).
 func TestTrainResumeAfterKill(t *testing.T) {
 	dir := t.TempDir()
 	const steps = "40"
 	whole := filepath.Join(dir, "whole")
-	if msg, code := run(t, trainArgs(t, whole, "--steps", steps)...); code != 0 {
+	wholeLog, log := filepath.Join(dir, "whole.jsonl"), filepath.Join(dir, "log.jsonl")
+	if msg, code := run(t, trainArgs(t, whole, "--steps", steps, "--log", wholeLog)...); code != 0 {
 		t.Fatalf("exit %d: %s", code, msg)
 	}
 	ckpt, out := filepath.Join(dir, "ckpt"), filepath.Join(dir, "resumed")
-	cmd := lathe(trainArgs(t, out, "--steps", steps, "--checkpoint", ckpt, "--save-every", "2")...)
+	cmd := lathe(trainArgs(t, out, "--steps", steps, "--checkpoint", ckpt, "--save-every", "2", "--log", log)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -229,17 +232,64 @@ func TestTrainResumeAfterKill(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("the killed run left its output %s (%v)", out, err)
 	}
+	if killed := logSteps(t, log); len(killed) < 2 || killed[0].Step != 1 {
+		t.Errorf("the killed run's log holds %d records, want its finished steps from 1", len(killed))
+	}
 	if msg, code := run(t, trainArgs(t, out, "--steps", steps, "--resume", ckpt, "--lr", "2e-3")...); code != 2 ||
 		!strings.Contains(msg, "lr 0.001, this run has lr 0.002") {
 		t.Errorf("resume with another --lr: exit %d, %q", code, msg)
 	}
-	if msg, code := run(t, trainArgs(t, out, "--steps", steps, "--resume", ckpt)...); code != 0 {
+	if msg, code := run(t, trainArgs(t, out, "--steps", steps, "--resume", ckpt, "--log", log)...); code != 0 {
 		t.Fatalf("resume: exit %d: %s", code, msg)
+	}
+	want, got := logSteps(t, wholeLog), logSteps(t, log)
+	if len(got) != len(want) {
+		t.Fatalf("resumed log has %d records, the uninterrupted run's %d", len(got), len(want))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if g.Step != w.Step || g.Loss != w.Loss || g.LR != w.LR || g.GradNorm != w.GradNorm {
+			t.Errorf("log record %d: resumed %+v, uninterrupted %+v", i, g, w)
+		}
 	}
 	if !bytes.Equal(readFile(t, filepath.Join(whole, adapter.WeightsName)),
 		readFile(t, filepath.Join(out, adapter.WeightsName))) {
 		t.Error("the run killed and resumed wrote a different adapter from the uninterrupted run")
 	}
+}
+
+// TestTrainLogStdout: --log - puts one JSON line per step on standard output, and the summary on standard error.
+func TestTrainLogStdout(t *testing.T) {
+	cmd := lathe(trainArgs(t, filepath.Join(t.TempDir(), "lora"), "--steps", "2", "--log", "-")...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	for i, l := range lines {
+		var r train.StepLog
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Step != i+1 {
+			t.Errorf("stdout line %d %q: step %d, %v", i, l, r.Step, err)
+		}
+	}
+	if len(lines) != 2 || !strings.Contains(stderr.String(), "2 steps") {
+		t.Errorf("stdout %q, stderr %q; want 2 JSON lines and the summary", stdout.String(), stderr.String())
+	}
+}
+
+// logSteps reads a --log file.
+func logSteps(t *testing.T, path string) []train.StepLog {
+	t.Helper()
+	var recs []train.StepLog
+	for sc := bufio.NewScanner(bytes.NewReader(readFile(t, path))); sc.Scan(); {
+		var r train.StepLog
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("%s: line %q: %v", path, sc.Text(), err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
 }
 
 // TestTrainJSONL trains on alpaca records (the shared alpaca_en_demo.json array) and on a JSONL file whose third
