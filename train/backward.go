@@ -85,7 +85,13 @@ func attentionForward(out, probs, q, k, v []float32, pos []int32, B, T int, c Co
 			for t := range nq {
 				row := pb[t*T : (t+1)*T]
 				clear(row[:lo])
-				kernels.SoftmaxRow(row[lo : t0+t+1])
+				// Masked columns up to the next multiple of 8 join the row as −∞ (e⁻∞ is 0 to float32 rounding
+				// in the sum, and they are zeroed after), so the vector kernel takes the whole row.
+				end := min(lo+(t0+t+1-lo+7)&^7, T)
+				for j := t0 + t + 1; j < end; j++ {
+					row[j] = float32(math.Inf(-1))
+				}
+				kernels.Softmax(row[lo:end])
 				clear(row[t0+t+1:])
 			}
 			kernels.SgemmSerial(false, false, nq, hd, W, 1, pb[lo:], T, v[ko+lo*kvDim:], kvDim, 0, out[qo+t0*qDim:],
@@ -244,7 +250,11 @@ func frozenBackward(w *matrix, dx, dy []float32, n int, buf *[]float32) {
 
 // blocks decodes the weight in blocks of rows (in parallel) and calls fn on each.
 func (w *matrix) blocks(buf *[]float32, fn func(r0, nr int, wb []float32)) {
-	rows := min(w.rows, max(1, blockValues/w.cols))
+	w.blocksOf(min(w.rows, max(1, blockValues/w.cols)), buf, fn)
+}
+
+// blocksOf is blocks with rows rows per block.
+func (w *matrix) blocksOf(rows int, buf *[]float32, fn func(r0, nr int, wb []float32)) {
 	*buf = grow(*buf, rows*w.cols)
 	for r0 := 0; r0 < w.rows; r0 += rows {
 		nr := min(rows, w.rows-r0)
@@ -282,23 +292,46 @@ func (l *loraLinear) dropping() bool { return l.drop != nil && l.drop.on }
 // trained says whether the projection has trainable parameters.
 func (l *loraLinear) trained() bool { return l.rank > 0 || l.proj != nil }
 
-// forward sets y and keeps h = dropout(x)·Aᵀ (n×active) for the backward pass.
+// forward sets y and keeps h = dropout(x)·Aᵀ (n×active) for the backward pass. Without dropout, y = x·W'ᵀ with
+// the merged weight W' = W + scale·B·A (see merged).
 func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
-	r := l.active
-	frozenForward(l.w, y, x, n, buf)
-	if l.dropping() {
-		xd := l.drop.buf[:n*l.w.cols]
-		l.drop.draw(l.site, n, l.w.cols)
-		l.drop.apply(xd, x, l.site, n, l.w.cols, false)
-		x = xd
+	rows, cols, r := l.w.rows, l.w.cols, l.active
+	if !l.dropping() {
+		kernels.Sgemm(false, true, n, r, cols, 1, x, cols, l.a, cols, 0, h, r)
+		l.merged(buf, func(r0, nr int, wb []float32) {
+			kernels.Sgemm(false, true, n, nr, cols, 1, x, cols, wb, cols, 0, y[r0:], rows)
+		})
+		return
 	}
-	kernels.Sgemm(false, true, n, r, l.w.cols, 1, x, l.w.cols, l.a, l.w.cols, 0, h, r)
-	kernels.Sgemm(false, true, n, l.w.rows, r, l.scale, h, r, l.b, l.rank, 1, y, l.w.rows)
+	frozenForward(l.w, y, x, n, buf)
+	xd := l.drop.buf[:n*cols]
+	l.drop.draw(l.site, n, cols)
+	l.drop.apply(xd, x, l.site, n, cols, false)
+	kernels.Sgemm(false, true, n, r, cols, 1, xd, cols, l.a, cols, 0, h, r)
+	kernels.Sgemm(false, true, n, rows, r, l.scale, h, r, l.b, l.rank, 1, y, rows)
+}
+
+// merged calls fn on blocks of rows of W + scale·B·A (the active ranks): the update folded into the frozen
+// weight for one pass, which then costs one product where the unmerged form takes two, the second of depth r
+// rewriting the whole output (2r flops per value of y, or of dx in the backward pass, against r·2 per weight
+// value here: n/cols times fewer). The block is the whole weight when it is stored in float32 (then copied, not
+// decoded), as frozenForward takes it in one product.
+func (l *loraLinear) merged(buf *[]float32, fn func(r0, nr int, wb []float32)) {
+	w := l.w
+	rows := min(w.rows, max(1, blockValues/w.cols))
+	if w.f32 != nil {
+		rows = w.rows
+	}
+	w.blocksOf(rows, buf, func(r0, nr int, wb []float32) {
+		kernels.Sgemm(false, false, nr, w.cols, l.active, l.scale, l.b[r0*l.rank:], l.rank, l.a, w.cols, 1, wb,
+			w.cols)
+		fn(r0, nr, wb)
+	})
 }
 
 // backward adds to dx, da and db (their first active ranks). With g = scale·dy·B (n×active): dB += scale·dyᵀ·h,
-// dA += gᵀ·x, dx += dy·W + g·A; with dropout, x is the dropped input and g·A goes through the same mask. tmp
-// holds n·active values.
+// dA += gᵀ·x, dx += dy·W + g·A, which is dy·W' with the merged weight; with dropout, x is the dropped input and
+// g·A goes through the same mask. tmp holds n·active values.
 func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
 	rows, cols, r := l.w.rows, l.w.cols, l.active
 	g := tmp[:n*r]
@@ -311,9 +344,11 @@ func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32
 		kernels.Sgemm(true, false, r, cols, n, 1, g, r, xd, cols, 1, l.da, cols)
 		kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 0, xd, cols)
 		l.drop.apply(dx, xd, l.site, n, cols, true)
-	} else {
-		kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
-		kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
+		frozenBackward(l.w, dx, dy, n, buf)
+		return
 	}
-	frozenBackward(l.w, dx, dy, n, buf)
+	kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
+	l.merged(buf, func(r0, nr int, wb []float32) {
+		kernels.Sgemm(false, false, n, cols, nr, 1, dy[r0:], rows, wb, cols, 1, dx, cols)
+	})
 }

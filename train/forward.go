@@ -84,8 +84,8 @@ func (m *Model) Forward(seqs ...Sequence) error {
 
 	row := 0
 	for _, s := range seqs {
-		for t, tok := range s.Tokens {
-			m.embd.row(ws.x[(row+t)*d:(row+t+1)*d], int(tok))
+		m.embedRows(ws.x[row*d:], s.Tokens, &ws.lora)
+		for t := range s.Tokens {
 			ropeAngles(ws.cos[(row+t)*c.RopeDims/2:], ws.sin[(row+t)*c.RopeDims/2:], s.Cache.n+t, c, m.ropeFreqs)
 		}
 		row += len(s.Tokens)
@@ -365,6 +365,11 @@ func (m *Model) mul(w *matrix, y []float32, in *input) {
 			})
 			kernels.Sgemm(false, true, n, nr, w.cols, 1, xa, w.cols, buf, w.cols, 0, y[r0:], w.rows)
 		}
+	}
+	if w == &m.embd {
+		// A tied head multiplies by token_embd, whose adapters are embedding LoRAs of the lookup (embedRows): as in
+		// PEFT, whose lm_head is not the adapted embedding module, the head keeps the base table.
+		return
 	}
 	for _, a := range w.adapters {
 		m.ws.lora = grow(m.ws.lora, n*a.rank)

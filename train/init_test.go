@@ -10,7 +10,6 @@ import (
 
 	"github.com/lathe-ml/lathe/adapter"
 	"github.com/lathe-ml/lathe/internal/linalg"
-	"github.com/lathe-ml/lathe/tensor"
 )
 
 // singularValues returns the singular values of a float32 matrix (linalg.SingularValues: values only, by another
@@ -177,18 +176,7 @@ func adapterLoss(t *testing.T, dir string, windows [][]int32) float64 {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	m := tinyLlamaHF(t)
-	if err := m.SetCacheType(tensor.F32); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.ApplyAdapter(a, 1); err != nil {
-		t.Fatal(err)
-	}
-	r, err := MeanLossTokens(m, windows, len(windows[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.Loss
+	return appliedLoss(t, tinyLlamaHF(t), a, windows)
 }
 
 // TestSpectralInitRefused: unknown initialisations, quantized bases and ranks beyond a weight's smaller side are

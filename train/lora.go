@@ -12,7 +12,8 @@ import (
 )
 
 // loraFactors is one adapter on one matrix: ΔW = scale·B·A with A rank×cols and B rows×rank, kept apart so that
-// x·ΔWᵀ costs two thin products instead of a dense update.
+// x·ΔWᵀ costs two thin products instead of a dense update. On the token embedding they are an embedding LoRA in
+// PEFT's layout, ΔE = scale·(B·A)ᵀ with A rank×vocab and B Embd×rank, which embedRows adds at lookup.
 type loraFactors struct {
 	a, b  []float32
 	rank  int
@@ -25,7 +26,9 @@ type loraFactors struct {
 // ApplyAdapter adds a LoRA adapter without merging it, as llama.cpp's --lora does: every adapted matrix computes
 // x·Wᵀ + s·(x·Aᵀ)·Bᵀ, where s is the adapter's own scale (lora_alpha/r, or what its configuration says) times mult.
 // A DoRA module (PEFT's use_dora, lora_magnitude_vector m) then multiplies each output row by m/‖W + s·B·A‖, as
-// PEFT's DoraLinearLayer does in evaluation; an adapter applied after it adds to the rescaled output.
+// PEFT's DoraLinearLayer does in evaluation; an adapter applied after it adds to the rescaled output. A LoRA of the
+// token embedding (PEFT's lora_embedding_A/B on embed_tokens, GGUF's token_embd.weight.lora_a/b) adds
+// s·B·A[:, t] to the row of token t at lookup, as llama.cpp's build_inp_embd does; a tied head keeps the base table.
 // PEFT and GGUF adapters both apply to GGUF and Hugging Face models: the rotary row order of the q and k factors is
 // converted when the adapter and the model differ. The adapter's files may be closed afterwards.
 func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
@@ -40,6 +43,7 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 		f loraFactors
 	}
 	var all []pending
+	var embeds []loraFactors
 	for i := range a.Modules {
 		mod := &a.Modules[i]
 		name := mod.Target
@@ -49,14 +53,22 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 				return fmt.Errorf("train: adapter %s: %w", a.Path, err)
 			}
 		}
+		if name == m.embd.name {
+			f, err := m.embedModule(mod, mult)
+			if err != nil {
+				return fmt.Errorf("train: adapter %s: module %s: %w", a.Path, mod.Name, err)
+			}
+			embeds = append(embeds, f)
+			continue
+		}
 		w := m.matrix(name)
 		if w == nil {
 			return fmt.Errorf("train: adapter %s: module %s adapts %s, which this model does not have as a "+
 				"projection matrix", a.Path, mod.Name, name)
 		}
 		if mod.Layout != adapter.Linear {
-			return fmt.Errorf("train: adapter %s: module %s is not a linear LoRA (embedding and fan-in-fan-out "+
-				"adapters are not supported unmerged)", a.Path, mod.Name)
+			return fmt.Errorf("train: adapter %s: module %s is not a linear LoRA (fan-in-fan-out adapters are not "+
+				"supported unmerged; embedding LoRAs only on the token embedding)", a.Path, mod.Name)
 		}
 		r := mod.Rank
 		if len(mod.A.Shape) != 2 || len(mod.B.Shape) != 2 || mod.A.Shape[0] != int64(r) ||
@@ -103,7 +115,33 @@ func (m *Model) ApplyAdapter(a *adapter.Adapter, mult float64) error {
 	for _, p := range all {
 		p.w.adapters = append(p.w.adapters, p.f)
 	}
+	m.embd.adapters = append(m.embd.adapters, embeds...)
 	return nil
+}
+
+// embedModule decodes a LoRA of the token embedding — PEFT's lora_embedding_A/B or GGUF's token_embd lora_a/lora_b
+// — into the factors embedRows adds at lookup (embedlora.go), scaled by the module's scale times mult.
+func (m *Model) embedModule(mod *adapter.Module, mult float64) (loraFactors, error) {
+	if mod.Layout != adapter.Transposed && mod.Layout != adapter.GGUFEmbedding {
+		return loraFactors{}, fmt.Errorf("a LoRA of %s must be an embedding LoRA (PEFT lora_embedding_A/B, GGUF "+
+			"token_embd.weight.lora_a/b), not a linear one", m.embd.name)
+	}
+	if mod.Magnitude != nil {
+		return loraFactors{}, fmt.Errorf("DoRA on the token embedding is not supported unmerged")
+	}
+	r, vocab, d := mod.Rank, m.Config.Vocab, m.Config.Embd
+	gguf := mod.Layout == adapter.GGUFEmbedding
+	if err := checkEmbedShapes(mod.A.Shape, mod.B.Shape, gguf, r, vocab, d); err != nil {
+		return loraFactors{}, err
+	}
+	a, b := make([]float32, r*vocab), make([]float32, d*r)
+	if err := decode(mod.A.DType, a, mod.A.Data); err != nil {
+		return loraFactors{}, fmt.Errorf("%s: %w", mod.A.Name, err)
+	}
+	if err := decode(mod.B.DType, b, mod.B.Data); err != nil {
+		return loraFactors{}, fmt.Errorf("%s: %w", mod.B.Name, err)
+	}
+	return loraFactors{a: embedFactors(a, gguf, r, vocab), b: b, rank: r, scale: float32(mod.Scale * mult)}, nil
 }
 
 // doraNorms sets dst to the norm of each row of W + scale·B·A (A rank×cols, B rows×rank): DoRA's denominator,

@@ -42,6 +42,8 @@ type LoRA struct {
 	pos []int32
 	// drop is LoRA dropout's state (LoRAConfig.Dropout), which the adapted loraLinears point to.
 	drop dropout
+	// embed is the LoRA of the token embedding (target embed_tokens, embedlora.go), nil when it is not targeted.
+	embed *embedLoRA
 }
 
 type loraLayer struct {
@@ -64,7 +66,7 @@ func (l *loraLayer) adapted() []*loraLinear {
 }
 
 // targets returns the PEFT names of the projections adapted in some layer (in all of them, but where EVA gives a
-// module rank 0), in layer order.
+// module rank 0), in layer order, then embed_tokens when the embedding is adapted.
 func (l *LoRA) targets() []string {
 	var names []string
 	for j, name := range targetNames {
@@ -74,6 +76,9 @@ func (l *LoRA) targets() []string {
 				break
 			}
 		}
+	}
+	if l.embed != nil {
+		names = append(names, embedTarget)
 	}
 	return names
 }
@@ -124,9 +129,10 @@ type LoRAConfig struct {
 	Alpha float64
 	// RSLoRA scales the update by Alpha/√Rank (rank-stabilised LoRA, PEFT's use_rslora) instead of Alpha/Rank.
 	RSLoRA bool
-	// Targets are the PEFT module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj);
-	// empty, or the single name all-linear, means all seven. The output projection is never adapted, as PEFT's
-	// all-linear leaves lm_head out.
+	// Targets are the PEFT module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj,
+	// and embed_tokens, the token embedding: see embedlora.go); empty means all seven projections, and all-linear
+	// stands for them in a list. The output projection is never adapted, and the embedding only when named, as
+	// PEFT's all-linear leaves lm_head and embed_tokens out.
 	Targets []string
 	// Init chooses the initial factors: "" for PEFT's default (see NewLoRAConfig), InitPiSSA or InitMiLoRA, which
 	// start from the SVD of each weight and train against the residual base (see LoRA.spectralInit).
@@ -155,24 +161,31 @@ func (c LoRAConfig) Scale() float64 {
 	return c.Alpha / float64(c.Rank)
 }
 
-// modules returns, for each of the seven projections in loraLayer.linears order, whether it is adapted.
-func (c LoRAConfig) modules() ([]bool, error) {
-	on := make([]bool, len(targetNames))
-	if len(c.Targets) == 0 || len(c.Targets) == 1 && c.Targets[0] == "all-linear" {
+// modules returns, for each of the seven projections in loraLayer.linears order, whether it is adapted, and
+// whether the token embedding is.
+func (c LoRAConfig) modules() (on []bool, embed bool, err error) {
+	on = make([]bool, len(targetNames))
+	for _, t := range c.Targets {
+		switch i := slices.Index(targetNames, t); {
+		case t == "all-linear":
+			for i := range on {
+				on[i] = true
+			}
+		case t == embedTarget:
+			embed = true
+		case i < 0:
+			return nil, false, fmt.Errorf("train: unknown LoRA target %q (want all-linear or some of %s,%s)", t,
+				strings.Join(targetNames, ","), embedTarget)
+		default:
+			on[i] = true
+		}
+	}
+	if len(c.Targets) == 0 {
 		for i := range on {
 			on[i] = true
 		}
-		return on, nil
 	}
-	for _, t := range c.Targets {
-		i := slices.Index(targetNames, t)
-		if i < 0 {
-			return nil, fmt.Errorf("train: unknown LoRA target %q (want all-linear or some of %s)", t,
-				strings.Join(targetNames, ","))
-		}
-		on[i] = true
-	}
-	return on, nil
+	return on, embed, nil
 }
 
 // NewLoRA puts LoRA factors of the given rank, scaled by alpha/rank, on all seven projections: NewLoRAConfig with
@@ -185,7 +198,8 @@ func NewLoRA(m *Model, rank int, alpha float64, batch, ctx int, seed uint64) (*L
 // (init_lora_weights=True): A from Kaiming-uniform with a=√5, i.e. U(−1/√in, 1/√in), B zero, so that training
 // starts from the base model; with cfg.Init PiSSA or MiLoRA, from the SVD of each weight instead, the LoRA then
 // computing with the residual weights (the model itself is unchanged). The random numbers come from seed; every projection draws its A whether targeted or
-// not, so that a module's initial factors do not depend on which others are trained. batch and ctx size the
+// not, so that a module's initial factors do not depend on which others are trained; a targeted token embedding
+// then starts as PEFT's lora.Embedding does (A zero, B standard normal). batch and ctx size the
 // buffers of Step: at most batch sequences of ctx tokens.
 func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA, error) {
 	c := m.Config
@@ -193,9 +207,18 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 	if rank <= 0 || batch <= 0 || ctx <= 0 {
 		return nil, fmt.Errorf("train: LoRA rank %d, batch %d and context %d must be positive", rank, batch, ctx)
 	}
-	on, err := cfg.modules()
+	on, embed, err := cfg.modules()
 	if err != nil {
 		return nil, err
+	}
+	if embed && (cfg.Init != "" || cfg.Method != "" && cfg.Method != MethodLoRA) {
+		// PiSSA/MiLoRA and the methods lay their parameters on projections; DyLoRA's rank truncation is theirs too.
+		return nil, fmt.Errorf("train: target %s is trained by method %s with PEFT's default initialisation only, "+
+			"not method %s, init %q", embedTarget, MethodLoRA, cfg.Method, cfg.Init)
+	}
+	if len(m.embd.adapters) > 0 {
+		return nil, fmt.Errorf("train: %s has an adapter applied; train on the base model (merge the adapter into "+
+			"it first to build on it)", m.embd.name)
 	}
 	if cfg.Init != "" && cfg.Init != InitPiSSA && cfg.Init != InitMiLoRA {
 		return nil, fmt.Errorf("train: unknown LoRA initialisation %q (want %s or %s, or none for PEFT's default)",
@@ -258,12 +281,16 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 			}
 		}
 	}
+	n := batch * ctx
+	if embed {
+		// Drawn after every projection's A, so that those do not depend on whether the embedding is trained.
+		l.embed = newEmbedLoRA(rng, rank, c.Vocab, c.Embd, n, float32(cfg.Scale()))
+	}
 	if cfg.Init != "" {
 		if l.initial, err = l.spectralInit(); err != nil {
 			return nil, err
 		}
 	}
-	n := batch * ctx
 	if w, ok := l.method.(wholeModel); ok {
 		if l.extra, err = w.extras(m, n); err != nil {
 			return nil, fmt.Errorf("train: method %s: %w", cfg.Method, err)
@@ -310,8 +337,8 @@ func NewLoRAConfig(m *Model, cfg LoRAConfig, batch, ctx int, seed uint64) (*LoRA
 	return l, nil
 }
 
-// Params returns the trainable tensors (A then B of each adapted module, layer by layer, then those of a wholeModel
-// method's extraParams) and their gradients, in the same order.
+// Params returns the trainable tensors (A then B of each adapted module, layer by layer, then those of the token
+// embedding's LoRA, then those of a wholeModel method's extraParams) and their gradients, in the same order.
 func (l *LoRA) Params() (params, grads [][]float32) {
 	for i := range l.layers {
 		for _, lin := range l.layers[i].adapted() {
@@ -323,6 +350,9 @@ func (l *LoRA) Params() (params, grads [][]float32) {
 			params = append(params, lin.a, lin.b)
 			grads = append(grads, lin.da, lin.db)
 		}
+	}
+	if l.embed != nil {
+		params, grads = append(params, l.embed.a, l.embed.b), append(grads, l.embed.da, l.embed.db)
 	}
 	if l.extra != nil {
 		p, g := l.extra.params()
@@ -494,6 +524,9 @@ func (l *LoRA) forward(windows [][]int32, scored [][]bool, B, T int) (float64, i
 			}
 		}
 	}
+	if l.embed != nil {
+		l.embed.forward(l.resid[0], windows, T)
+	}
 	l.ropeTables(B, T)
 	for li := range m.layers {
 		l.layerForward(li, B, T)
@@ -604,5 +637,8 @@ func (l *LoRA) backward(targets []int32, count, B, T int) {
 	}
 	if e != nil && e.embd != nil {
 		e.embedBack(dres, n, d)
+	}
+	if l.embed != nil {
+		l.embed.backward(dres)
 	}
 }

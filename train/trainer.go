@@ -22,7 +22,7 @@ type TrainOptions struct {
 	Rank    int      // LoRA rank [8]
 	Alpha   float64  // LoRA alpha; the update is scaled by Alpha/Rank [16]
 	RSLoRA  bool     // scale the update by Alpha/√Rank instead (rsLoRA)
-	Targets []string // projections to adapt, by PEFT module name (q_proj, …, down_proj) [all seven]
+	Targets []string // modules to adapt, by PEFT name (q_proj, …, down_proj, embed_tokens) [all seven projections]
 	Init    string   // initial factors: "" (PEFT's default), InitPiSSA or InitMiLoRA; see LoRAConfig.Init
 	// Method is MethodLoRA, MethodDyLoRA (see dylora.go: a rank drawn from 1..Rank per step) or another of
 	// Methods() [MethodLoRA]; MethodArgs sets its arguments (MethodArgs(Method) lists them).
@@ -472,6 +472,10 @@ func (l *LoRA) writeLoRA(dir string, factors [][]float32, ranks []int, alpha flo
 				floatView(name+".lora_A.weight", tensor.Shape{int64(rank), int64(lin.w.cols)}, a),
 				floatView(name+".lora_B.weight", tensor.Shape{int64(lin.w.rows), int64(rank)}, b))
 		}
+	}
+	if l.embed != nil {
+		names = append(names, embedPath)
+		views = append(views, l.embed.views(factors[2*k], factors[2*k+1], ranks[k])...)
 	}
 	r, pattern := ranks[0], map[string]int{}
 	if alpha == 0 {

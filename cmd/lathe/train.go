@@ -62,7 +62,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "dylora-rank",
 				Usage: "dylora: write only the first N ranks, a LoRA of rank N with the same alpha (default: all --rank)"},
 			&cli.StringFlag{Name: "target", Value: "all-linear",
-				Usage: "projections to adapt: all-linear or a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+				Usage: "modules to adapt: all-linear or a comma-separated list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,embed_tokens (the token embedding; all-linear,embed_tokens adds it to the seven)"},
 			&cli.IntFlag{Name: "steps", Value: 100, Usage: "optimizer steps"},
 			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "AdamW peak learning rate"},
 			&cli.StringFlag{Name: "lr-schedule", Value: "constant", Usage: "constant, linear or cosine"},

@@ -60,19 +60,32 @@ func SoftmaxRow(x []float32) float32 {
 	if len(x) == 0 {
 		return float32(math.Inf(-1))
 	}
+	m, sum := softmax(x)
+	return m + float32(math.Log(float64(sum)))
+}
+
+// Softmax is SoftmaxRow without the log-partition, whose logarithm costs as much as softmax of a short row
+// (attention's rows are 1 to a few hundred values). An empty row is left as it is.
+func Softmax(x []float32) {
+	if len(x) > 0 {
+		softmax(x)
+	}
+}
+
+// softmax replaces a non-empty x by its softmax and returns the maximum and the sum of the shifted exponentials.
+func softmax(x []float32) (m, sum float32) {
 	n := vecBody(len(x))
-	m := float32(math.Inf(-1))
+	m = float32(math.Inf(-1))
 	if n > 0 {
 		m = maxVec(x[:n])
 	}
 	m = max(m, maxGo(x[n:]))
-	var sum float32
 	if n > 0 {
 		sum = expShiftSumVec(x[:n], m)
 	}
 	sum += expShiftSumGo(x[n:], m)
 	Scale(1/sum, x)
-	return m + float32(math.Log(float64(sum)))
+	return m, sum
 }
 
 // RMSNormRow sets dst[i] = x[i]·weight[i]/√(mean(x²)+eps), as in LLaMA's RMSNorm, and returns the inverse RMS

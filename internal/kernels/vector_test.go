@@ -134,6 +134,27 @@ func TestSoftmaxRow(t *testing.T) {
 			if math.Abs(total-1) > float64(n)*eps32 {
 				t.Errorf("n=%d scale=%g: probabilities sum to %g", n, scale, total)
 			}
+			// Softmax leaves the same row. Padded with −∞ to a multiple of 8, as attention pads its causal rows,
+			// the padding comes out zero to float32 rounding and the row within 1 ulp of the unpadded one.
+			plain := append([]float32(nil), x...)
+			Softmax(plain)
+			padded := append(append([]float32(nil), x...), make([]float32, 7-(n+7)%8)...)
+			for i := n; i < len(padded); i++ {
+				padded[i] = float32(math.Inf(-1))
+			}
+			Softmax(padded)
+			for i := range padded {
+				if i >= n {
+					if padded[i] > 1e-37 {
+						t.Fatalf("n=%d scale=%g: padding [%d] = %g", n, scale, i, padded[i])
+					}
+					continue
+				}
+				if plain[i] != got[i] || !near(float64(padded[i]), float64(got[i]), eps32, 1e-37) {
+					t.Fatalf("n=%d scale=%g [%d]: Softmax %g, padded %g, SoftmaxRow %g", n, scale, i, plain[i],
+						padded[i], got[i])
+				}
+			}
 		}
 	}
 	if got := SoftmaxRow(nil); !math.IsInf(float64(got), -1) {
