@@ -28,13 +28,13 @@ func fmaPeakAVX2(n int)
 // L1) fit a 32–48 KiB L1d; kc·nc·size, the per-thread B block, takes about half of a 1–2 MiB L2; the shared A
 // panel (mc·kc) is sized for L3. These are BLIS's SkylakeX choices, scaled for the mirrored tile.
 var (
-	avx512Sgemm = &gemmImpl[float32]{name: "avx512 12x32", mr: 12, nr: 32, kc: 384, mc: 3072, nc: 480,
+	avx512Sgemm = &gemmImpl[float32]{name: "avx512 12x32", mr: 12, nr: 32, kc: 384, mc: 3072, nc: 480, wholeB: 1 << 20,
 		micro: sgemm12x32AVX512, tile: skinny8x8AVX2}
-	avx512Dgemm = &gemmImpl[float64]{name: "avx512 12x16", mr: 12, nr: 16, kc: 256, mc: 1536, nc: 480,
+	avx512Dgemm = &gemmImpl[float64]{name: "avx512 12x16", mr: 12, nr: 16, kc: 256, mc: 1536, nc: 480, wholeB: 1 << 20,
 		micro: dgemm12x16AVX512}
-	avx2Sgemm = &gemmImpl[float32]{name: "avx2 6x16", mr: 6, nr: 16, kc: 256, mc: 1536, nc: 512,
+	avx2Sgemm = &gemmImpl[float32]{name: "avx2 6x16", mr: 6, nr: 16, kc: 256, mc: 1536, nc: 512, wholeB: 1 << 20,
 		micro: sgemm6x16AVX2, tile: skinny8x8AVX2}
-	avx2Dgemm = &gemmImpl[float64]{name: "avx2 6x8", mr: 6, nr: 8, kc: 256, mc: 768, nc: 512,
+	avx2Dgemm = &gemmImpl[float64]{name: "avx2 6x8", mr: 6, nr: 8, kc: 256, mc: 768, nc: 512, wholeB: 1 << 20,
 		micro: dgemm6x8AVX2}
 )
 

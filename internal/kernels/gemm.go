@@ -26,6 +26,9 @@ type gemmImpl[T float] struct {
 	kc     int // depth of one packed block
 	mc     int // rows of the shared packed A panel
 	nc     int // columns of one per-thread packed B block
+	// wholeB is the largest packed B (bytes) that row mode keeps whole when B is too wide for its narrow case:
+	// about half of L2. Zero leaves row mode to narrow B alone.
+	wholeB int
 	micro  microKernel[T]
 	// portable makes the packing loops pure Go too, so this implementation is exactly what a noasm build runs.
 	portable bool
@@ -154,6 +157,7 @@ type gemmJob[T float] struct {
 	kc, mc  int  // block sizes for this shape, balanced so that the last block is not a sliver
 	rowMode bool // units split the A micro-panels (B is narrow) instead of the columns
 	ustep   int  // columns (column mode) or A micro-panels (row mode) per unit of work
+	nc      int  // row mode: columns of one packed B block
 
 	apanel [2][]T // shared packed A panel, double-buffered so threads can pack the next one while others compute
 	bblock [][]T  // per-thread packed B block
@@ -216,11 +220,22 @@ func (j *gemmJob[T]) plan(threads int) {
 	if threads > 1 {
 		colUnits = max(colUnits, min(npn, 4*threads))
 	}
-	j.rowMode = threads > 1 && npn < 2*threads && ceilDiv(j.mc, im.mr) > npn
+	// When all of B fits in about half of L2 and the A panel does not, row mode wins too: each thread packs the
+	// whole B once per depth block, and every A micro-panel, loaded into L1 once, meets all of it. Split by
+	// columns, a narrow B (the 256–1024 outputs of a small model's projections, against thousands of tokens) would
+	// make every unit stream the whole A panel from L3 against one or two B micro-panels. With a small A panel
+	// the columns split stays: A stays in L2 anyway, and each thread packs only its part of B.
+	size := int(unsafe.Sizeof(T(0)))
+	wholeB := j.kc*roundUp(j.n, im.nr)*size <= im.wholeB && j.mc*j.kc*size > im.wholeB
+	j.rowMode = threads > 1 && (npn < 2*threads || wholeB) && ceilDiv(j.mc, im.mr) > npn
 	bcols := 0
 	if j.rowMode {
 		j.ustep = ceilDiv(ceilDiv(j.mc, im.mr), 4*threads)
-		bcols = min(roundUp(j.n, im.nr), roundUp(im.nc, im.nr))
+		j.nc = roundUp(im.nc, im.nr)
+		if wholeB {
+			j.nc = roundUp(j.n, im.nr)
+		}
+		bcols = min(roundUp(j.n, im.nr), j.nc)
 	} else {
 		j.ustep = roundUp(ceilDiv(j.n, colUnits), im.nr)
 		bcols = j.ustep
@@ -326,8 +341,8 @@ func (j *gemmJob[T]) run(tid int) {
 				}
 				if j.rowMode {
 					p0 := u * j.ustep
-					for jc := 0; jc < j.n; jc += im.nc {
-						ncur := min(im.nc, j.n-jc)
+					for jc := 0; jc < j.n; jc += j.nc {
+						ncur := min(j.nc, j.n-jc)
 						if !packed {
 							im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
 							packed = ncur == j.n
@@ -482,89 +497,4 @@ func transposeRect[T float](d, s []T, ld, w, r0, r1, p0, p1 int) {
 			d[(p0+i)*w+r] = v
 		}
 	}
-}
-
-// goMicro4x4 and goMicro2x4 are the portable micro-kernels, used under the noasm tag, on other architectures and
-// on x86 CPUs without AVX2+FMA (tests compare them with the assembly kernels). The Go compiler keeps scalar
-// accumulators in registers only while they fit: amd64 has 15 allocatable XMM registers, so its tile is 2×4 (8
-// accumulators + 2 A + 4 B values); arm64, riscv64, ppc64 and the rest have 32 floating-point registers, room for
-// 4×4. Where the target has fused multiply-add (arm64, GOAMD64=v3) the compiler fuses c += a*b.
-func goMicro4x4[T float](k int, a, b, c *T, ldc int, alpha, beta T) {
-	as := unsafe.Slice(a, 4*k)
-	bs := unsafe.Slice(b, 4*k)
-	var c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33 T
-	for len(as) >= 4 && len(bs) >= 4 {
-		a0, a1, a2, a3 := as[0], as[1], as[2], as[3]
-		b0, b1, b2, b3 := bs[0], bs[1], bs[2], bs[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
-		as, bs = as[4:], bs[4:]
-	}
-	cs := unsafe.Slice(c, 3*ldc+4)
-	storeRow4(cs[0:4], c00, c01, c02, c03, alpha, beta)
-	storeRow4(cs[ldc:ldc+4], c10, c11, c12, c13, alpha, beta)
-	storeRow4(cs[2*ldc:2*ldc+4], c20, c21, c22, c23, alpha, beta)
-	storeRow4(cs[3*ldc:3*ldc+4], c30, c31, c32, c33, alpha, beta)
-}
-
-func goMicro2x4[T float](k int, a, b, c *T, ldc int, alpha, beta T) {
-	as := unsafe.Slice(a, 2*k)
-	bs := unsafe.Slice(b, 4*k)
-	var c00, c01, c02, c03, c10, c11, c12, c13 T
-	for len(as) >= 2 && len(bs) >= 4 {
-		a0, a1 := as[0], as[1]
-		b0, b1, b2, b3 := bs[0], bs[1], bs[2], bs[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-		as, bs = as[2:], bs[4:]
-	}
-	cs := unsafe.Slice(c, ldc+4)
-	storeRow4(cs[0:4], c00, c01, c02, c03, alpha, beta)
-	storeRow4(cs[ldc:ldc+4], c10, c11, c12, c13, alpha, beta)
-}
-
-func storeRow4[T float](c []T, v0, v1, v2, v3, alpha, beta T) {
-	c = c[:4]
-	if beta == 0 {
-		c[0], c[1], c[2], c[3] = alpha*v0, alpha*v1, alpha*v2, alpha*v3
-		return
-	}
-	c[0] = alpha*v0 + beta*c[0]
-	c[1] = alpha*v1 + beta*c[1]
-	c[2] = alpha*v2 + beta*c[2]
-	c[3] = alpha*v3 + beta*c[3]
-}
-
-// portableImpl builds the pure-Go implementation with an mr×4 tile.
-func portableImpl[T float](mr int) *gemmImpl[T] {
-	micro := goMicro4x4[T]
-	if mr == 2 {
-		micro = goMicro2x4[T]
-	}
-	im := &gemmImpl[T]{name: fmt.Sprintf("go %dx4", mr), mr: mr, nr: 4, kc: 256, mc: 512, nc: 256, micro: micro,
-		portable: true}
-	if _, ok := any(T(0)).(float32); ok {
-		im.tile = tileGo[T]
-	}
-	return im
 }
