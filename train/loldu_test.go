@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -143,15 +142,7 @@ func checkWrittenDelta(t *testing.T, l *LoRA, want func(p projection) []float64)
 	if !l.m.Config.RopeNeoX {
 		t.Fatal("checkWrittenDelta compares rows in the file's order: train on the Hugging Face checkpoint")
 	}
-	dir := filepath.Join(t.TempDir(), "adapter")
-	if err := l.WritePEFT(dir); err != nil {
-		t.Fatal(err)
-	}
-	a, err := adapter.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := writtenAdapter(t, l)
 	checked := 0
 	for i := range l.layers {
 		for j, lin := range l.layers[i].linears() {

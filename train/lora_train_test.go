@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lathe-ml/lathe/adapter"
 	"github.com/lathe-ml/lathe/internal/testshared"
 	"github.com/lathe-ml/lathe/tensor"
 	"github.com/lathe-ml/lathe/tokenizer"
@@ -73,15 +72,7 @@ func TestTrainShakespeare(t *testing.T) {
 		t.Errorf("validation loss went from %.4f to %.4f: training did not lower it by 0.1", base.Loss, after)
 	}
 
-	dir := t.TempDir()
-	if err := l.WritePEFT(dir); err != nil {
-		t.Fatal(err)
-	}
-	a, err := adapter.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := writtenAdapter(t, l)
 	if len(a.Modules) != 7*m.Config.Layers || a.Modules[0].Scale != 2 {
 		t.Fatalf("the written adapter has %d modules with scale %v, want %d with scale 2", len(a.Modules),
 			a.Modules[0].Scale, 7*m.Config.Layers)
