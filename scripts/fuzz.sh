@@ -3,6 +3,8 @@
 # -fuzztime value: 30s, 10m, 1h, or 5000000x for an execution count), stopping at the first failure.
 # Targets are discovered with `go test -list` in every package whose tests declare a FuzzXxx function.
 # FUZZ_PARALLEL=N sets the fuzzing workers per target (default: go's, all cores).
+# FUZZ_TARGETS=REGEX runs only the targets whose "package name" matches (e.g. 'FuzzHeader|adapter '), so that a
+# long campaign can be split across machines or days.
 # FUZZ_MINIMIZETIME=D sets -fuzzminimizetime (default go's, 60s): each input that finds new coverage is minimised
 # for up to D before fuzzing goes on, and those executions are not counted, so in a short run a smaller D (5s, 100x)
 # gives more executions, at the cost of a larger corpus.
@@ -38,9 +40,15 @@ for pkg in "${pkgs[@]}"; do
 		exit 1
 	fi
 	while read -r name; do
-		[[ $name == Fuzz* ]] && targets+=("$pkg $name")
+		[[ $name == Fuzz* ]] || continue
+		# FUZZ_TARGETS, an extended regular expression, picks targets by "package name" (./gguf FuzzHeader).
+		[[ -z ${FUZZ_TARGETS:-} || "$pkg $name" =~ $FUZZ_TARGETS ]] && targets+=("$pkg $name")
 	done <<<"$list"
 done
+if [[ ${#targets[@]} -eq 0 ]]; then
+	echo "fuzz.sh: no target matches FUZZ_TARGETS='${FUZZ_TARGETS:-}'" >&2
+	exit 2
+fi
 echo "fuzz.sh: ${#targets[@]} targets, $duration each"
 
 # seconds 1h2m3s prints 3723: go test prints elapsed times as Go durations rounded to the second.
