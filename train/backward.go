@@ -292,11 +292,11 @@ func (l *loraLinear) dropping() bool { return l.drop != nil && l.drop.on }
 // trained says whether the projection has trainable parameters.
 func (l *loraLinear) trained() bool { return l.rank > 0 || l.proj != nil }
 
-// forward sets y and keeps h = dropout(x)·Aᵀ (n×active) for the backward pass. Without dropout, y = x·W'ᵀ with
-// the merged weight W' = W + scale·B·A (see merged).
+// forward sets y and keeps h = dropout(x)·Aᵀ (n×active) for the backward pass; see merges for when y = x·W'ᵀ with
+// the merged weight W' = W + scale·B·A.
 func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
 	rows, cols, r := l.w.rows, l.w.cols, l.active
-	if !l.dropping() {
+	if l.merges(n, cols) {
 		kernels.Sgemm(false, true, n, r, cols, 1, x, cols, l.a, cols, 0, h, r)
 		l.merged(buf, func(r0, nr int, wb []float32) {
 			kernels.Sgemm(false, true, n, nr, cols, 1, x, cols, wb, cols, 0, y[r0:], rows)
@@ -304,18 +304,28 @@ func (l *loraLinear) forward(y, h, x []float32, n int, buf *[]float32) {
 		return
 	}
 	frozenForward(l.w, y, x, n, buf)
-	xd := l.drop.buf[:n*cols]
-	l.drop.draw(l.site, n, cols)
-	l.drop.apply(xd, x, l.site, n, cols, false)
-	kernels.Sgemm(false, true, n, r, cols, 1, xd, cols, l.a, cols, 0, h, r)
+	if l.dropping() {
+		xd := l.drop.buf[:n*cols]
+		l.drop.draw(l.site, n, cols)
+		l.drop.apply(xd, x, l.site, n, cols, false)
+		x = xd
+	}
+	kernels.Sgemm(false, true, n, r, cols, 1, x, cols, l.a, cols, 0, h, r)
 	kernels.Sgemm(false, true, n, rows, r, l.scale, h, r, l.b, l.rank, 1, y, rows)
 }
 
-// merged calls fn on blocks of rows of W + scale·B·A (the active ranks): the update folded into the frozen
-// weight for one pass, which then costs one product where the unmerged form takes two, the second of depth r
-// rewriting the whole output (2r flops per value of y, or of dx in the backward pass, against r·2 per weight
-// value here: n/cols times fewer). The block is the whole weight when it is stored in float32 (then copied, not
-// decoded), as frozenForward takes it in one product.
+// merges says whether a pass over n rows whose frozen product has depth k (cols forward, rows backward) uses the
+// merged weight W' = W + scale·B·A: one product where the unmerged form takes two, the second of depth r rewriting
+// the whole output (y, or dx backward: n values per unit of the other dimension), against merging once per pass,
+// over rows·cols values and, for a float32 weight, a copy too. That pays from n ≈ 2k rows (a batch of 8 × 256
+// tokens against a small model's widths); a weight that is decoded anyway merges at no extra pass. Dropout
+// keeps the unmerged form, whose update sees the dropped input.
+func (l *loraLinear) merges(n, k int) bool {
+	return !l.dropping() && (l.w.f32 == nil || n >= 2*k)
+}
+
+// merged calls fn on blocks of rows of W + scale·B·A (the active ranks), decoded into buf. The block is the whole
+// weight when it is stored in float32 (then copied, not decoded), as frozenForward takes it in one product.
 func (l *loraLinear) merged(buf *[]float32, fn func(r0, nr int, wb []float32)) {
 	w := l.w
 	rows := min(w.rows, max(1, blockValues/w.cols))
@@ -330,8 +340,8 @@ func (l *loraLinear) merged(buf *[]float32, fn func(r0, nr int, wb []float32)) {
 }
 
 // backward adds to dx, da and db (their first active ranks). With g = scale·dy·B (n×active): dB += scale·dyᵀ·h,
-// dA += gᵀ·x, dx += dy·W + g·A, which is dy·W' with the merged weight; with dropout, x is the dropped input and
-// g·A goes through the same mask. tmp holds n·active values.
+// dA += gᵀ·x, dx += dy·W + g·A, which is dy·W' with the merged weight (see merges); with dropout, x is the
+// dropped input and g·A goes through the same mask. tmp holds n·active values.
 func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32) {
 	rows, cols, r := l.w.rows, l.w.cols, l.active
 	g := tmp[:n*r]
@@ -348,7 +358,12 @@ func (l *loraLinear) backward(dx, dy, x, h, tmp []float32, n int, buf *[]float32
 		return
 	}
 	kernels.Sgemm(true, false, r, cols, n, 1, g, r, x, cols, 1, l.da, cols)
-	l.merged(buf, func(r0, nr int, wb []float32) {
-		kernels.Sgemm(false, false, n, cols, nr, 1, dy[r0:], rows, wb, cols, 1, dx, cols)
-	})
+	if l.merges(n, rows) {
+		l.merged(buf, func(r0, nr int, wb []float32) {
+			kernels.Sgemm(false, false, n, cols, nr, 1, dy[r0:], rows, wb, cols, 1, dx, cols)
+		})
+		return
+	}
+	kernels.Sgemm(false, false, n, cols, r, 1, g, r, l.a, cols, 1, dx, cols)
+	frozenBackward(l.w, dx, dy, n, buf)
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -150,11 +151,16 @@ func TestCrossEntropyBackward(t *testing.T) {
 }
 
 // TestLoRALinearBackward checks x·Wᵀ + s·(x·Aᵀ)·Bᵀ for an aligned F32 weight (used in place) and an F16 one
-// (decoded block by block in both passes).
+// (decoded block by block in both passes), on 3 rows (the F32 weight unmerged) and 25 (merged in both passes: see
+// loraLinear.merges).
 func TestLoRALinearBackward(t *testing.T) {
-	for _, dt := range []tensor.DType{tensor.F32, tensor.F16} {
+	for _, c := range []struct {
+		dt tensor.DType
+		n  int
+	}{{tensor.F32, 3}, {tensor.F32, 25}, {tensor.F16, 3}} {
 		rng := rand.New(rand.NewPCG(11, 12))
-		const n, rows, cols, rank = 3, 7, 10, 2
+		dt, n := c.dt, c.n
+		const rows, cols, rank = 7, 10, 2
 		w, _ := testWeight(rng, rows, cols, dt)
 		l := &loraLinear{w: w, rank: rank, active: rank, scale: 1.5, a: randVec(rng, rank*cols, 1),
 			b: randVec(rng, rows*rank, 1), da: make([]float32, rank*cols), db: make([]float32, rows*rank)}
@@ -174,9 +180,10 @@ func TestLoRALinearBackward(t *testing.T) {
 			}
 			return dot64(r, y)
 		}
-		fdError(t, "lora linear dx ("+dt.String()+")", x, dx, func(x []float64) float64 { return loss(x, a64, b64) })
-		fdError(t, "lora linear dA ("+dt.String()+")", l.a, l.da, func(a []float64) float64 { return loss(x64, a, b64) })
-		fdError(t, "lora linear dB ("+dt.String()+")", l.b, l.db, func(b []float64) float64 { return loss(x64, a64, b) })
+		name := fmt.Sprintf("lora linear (%s, %d rows, merged forward %v)", dt, n, l.merges(n, cols))
+		fdError(t, name+" dx", x, dx, func(x []float64) float64 { return loss(x, a64, b64) })
+		fdError(t, name+" dA", l.a, l.da, func(a []float64) float64 { return loss(x64, a, b64) })
+		fdError(t, name+" dB", l.b, l.db, func(b []float64) float64 { return loss(x64, a64, b) })
 	}
 }
 
