@@ -250,8 +250,11 @@ func frozenBackward(w *matrix, dx, dy []float32, n int, buf *[]float32) {
 
 // blocks decodes the weight in blocks of rows (in parallel) and calls fn on each.
 func (w *matrix) blocks(buf *[]float32, fn func(r0, nr int, wb []float32)) {
-	w.blocksOf(min(w.rows, max(1, blockValues/w.cols)), buf, fn)
+	w.blocksOf(w.blockRows(), buf, fn)
 }
+
+// blockRows is how many rows of the weight one decoded block holds: blockValues values, at least a row.
+func (w *matrix) blockRows() int { return min(w.rows, max(1, blockValues/w.cols)) }
 
 // blocksOf is blocks with rows rows per block.
 func (w *matrix) blocksOf(rows int, buf *[]float32, fn func(r0, nr int, wb []float32)) {
@@ -328,7 +331,7 @@ func (l *loraLinear) merges(n, k int) bool {
 // weight when it is stored in float32 (then copied, not decoded), as frozenForward takes it in one product.
 func (l *loraLinear) merged(buf *[]float32, fn func(r0, nr int, wb []float32)) {
 	w := l.w
-	rows := min(w.rows, max(1, blockValues/w.cols))
+	rows := w.blockRows()
 	if w.f32 != nil {
 		rows = w.rows
 	}

@@ -355,7 +355,7 @@ func (m *Model) mul(w *matrix, y []float32, in *input) {
 	case w.f32 != nil:
 		kernels.Sgemm(false, true, n, w.rows, w.cols, 1, xa, w.cols, w.f32, w.cols, 0, y, w.rows)
 	default:
-		rows := min(w.rows, max(1, blockValues/w.cols))
+		rows := w.blockRows()
 		m.ws.block = grow(m.ws.block, rows*w.cols)
 		for r0 := 0; r0 < w.rows; r0 += rows {
 			nr := min(rows, w.rows-r0)

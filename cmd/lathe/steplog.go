@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/lathe-ml/lathe/internal/atomicfile"
+	"github.com/lathe-ml/lathe/train"
 )
 
 // stepLog is `train --log`: one JSON line per step, written and flushed as the step ends, so that `tail -f` (or a
@@ -37,12 +38,12 @@ func newStepLog(path string, resume, force bool, inputs ...string) (*stepLog, er
 
 // write appends one record, opening the file at the first one: only then is the step a resumed run starts at
 // known.
-func (l *stepLog) write(step int, rec any) {
+func (l *stepLog) write(rec train.StepLog) {
 	if l.err != nil {
 		return
 	}
 	if l.w == nil {
-		if l.err = l.open(step); l.err != nil {
+		if l.err = l.open(rec.Step); l.err != nil {
 			return
 		}
 	}

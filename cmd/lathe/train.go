@@ -194,7 +194,7 @@ func trainCommand() *cli.Command {
 			start, first := time.Now(), 0
 			opts.Log = func(s train.StepLog) {
 				if log != nil {
-					log.write(s.Step, s) // a write error surfaces at close
+					log.write(s) // a write error surfaces at close
 				}
 				if !show || s.Step == 0 {
 					return
