@@ -10,6 +10,9 @@ import "golang.org/x/sys/cpu"
 func sgemm12x32AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func sgemm12x32AVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
 func dgemm12x16AVX512(k int, a, b, c *float64, ldc int, alpha, beta float64)
 
 //go:noescape
@@ -29,7 +32,7 @@ func fmaPeakAVX2(n int)
 // panel (mc·kc) is sized for L3. These are BLIS's SkylakeX choices, scaled for the mirrored tile.
 var (
 	avx512Sgemm = &gemmImpl[float32]{name: "avx512 12x32", mr: 12, nr: 32, kc: 384, mc: 3072, nc: 480, wholeB: 1 << 20,
-		micro: sgemm12x32AVX512, tile: skinny8x8AVX2}
+		micro: sgemm12x32AVX512, direct: sgemm12x32AVX512Direct, tile: skinny8x8AVX2}
 	avx512Dgemm = &gemmImpl[float64]{name: "avx512 12x16", mr: 12, nr: 16, kc: 256, mc: 1536, nc: 480, wholeB: 1 << 20,
 		micro: dgemm12x16AVX512}
 	avx2Sgemm = &gemmImpl[float32]{name: "avx2 6x16", mr: 6, nr: 16, kc: 256, mc: 1536, nc: 512, wholeB: 1 << 20,

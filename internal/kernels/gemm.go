@@ -16,6 +16,10 @@ type float interface{ ~float32 | ~float64 }
 // row of the tile) and Bp k steps of nr values; C is row-major with stride ldc and is not read when beta == 0.
 type microKernel[T float] func(k int, a, b, c *T, ldc int, alpha, beta T)
 
+// directKernel is a microKernel that reads A in place: mr rows of a row-major matrix with stride lda, k values
+// each, instead of a packed micro-panel. It must compute exactly what the packed kernel computes.
+type directKernel[T float] func(k int, a *T, lda int, b, c *T, ldc int, alpha, beta T)
+
 // gemmImpl is one micro-kernel with the block sizes that suit it (Goto and van de Geijn, "Anatomy of
 // high-performance matrix multiplication", 2008; BLIS's loop order). The packed A micro-panel (mr×kc) stays in
 // L1 while the kernel sweeps the B block (kc×nc, in L2, private to each thread); the A panel (mc×kc) is shared by
@@ -30,6 +34,13 @@ type gemmImpl[T float] struct {
 	// about half of L2. Zero leaves row mode to narrow B alone.
 	wholeB int
 	micro  microKernel[T]
+	// direct, when set, multiplies full-height tiles straight from op(A) = A (not transposed), whose rows are
+	// contiguous: the A panel is then not packed, apart from a last micro-panel shorter than mr. Packing A costs
+	// about 5 % of a training-shape product, and the packed panel, written half by each core, is read by both,
+	// so the first unit of every iteration waits on lines in the other core's cache. A transposed A keeps the
+	// packing: in place, each k step of a micro-panel would sit in a different row of memory (a new line and,
+	// for wide matrices, a new page per step).
+	direct directKernel[T]
 	// portable makes the packing loops pure Go too, so this implementation is exactly what a noasm build runs.
 	portable bool
 	jobs     sync.Pool // *gemmJob[T] with their packing buffers, reused across calls
@@ -37,6 +48,9 @@ type gemmImpl[T float] struct {
 	tile       tileKernel[T]
 	skinnyJobs sync.Pool // *skinnyJob[T]
 }
+
+// directMaxN is the widest product whose A is read in place by gemmImpl.direct.
+const directMaxN = 768
 
 // parallelMin is the m·n·k below which a GEMM runs on the calling goroutine alone: waking a helper costs a few
 // microseconds, about what 2·64³ flops take on one AVX-512 core.
@@ -155,6 +169,7 @@ type gemmJob[T float] struct {
 	lda, ldb, ldc  int
 
 	kc, mc  int  // block sizes for this shape, balanced so that the last block is not a sliver
+	directA bool // full A micro-panels are read in place by im.direct; only a short last one is packed
 	rowMode bool // units split the A micro-panels (B is narrow) instead of the columns
 	ustep   int  // columns (column mode) or A micro-panels (row mode) per unit of work
 	nc      int  // row mode: columns of one packed B block
@@ -212,6 +227,11 @@ func (j *gemmJob[T]) plan(threads int) {
 	im := j.im
 	j.kc = balance(j.k, im.kc, 1)
 	j.mc = balance(j.m, im.mc, im.mr)
+	// Packing A costs the same whatever n is, so it weighs most on narrow products; reading A in place is a little
+	// slower per flop (12 row streams instead of one), and much slower when rows sit a multiple of 4 KiB apart,
+	// all in one L1 set. Measured with per-call alternation on 2 threads: 1.02–1.11× for n ≤ 768, 0.99 at n = 1536,
+	// 0.91–0.95 for the 1024² and 2048² squares (rows 4 and 8 KiB apart).
+	j.directA = im.direct != nil && !j.transA && j.n <= directMaxN && j.lda*int(unsafe.Sizeof(T(0)))%4096 != 0
 	// Units of columns let every thread share one packed A panel and pack only its own B blocks. About four
 	// units per thread balance the load; when B has too few column panels for that, the units split the A
 	// micro-panels instead and each thread packs all of the (narrow) B.
@@ -306,7 +326,11 @@ func (j *gemmJob[T]) run(tid int) {
 	for ic := 0; ic < j.m; ic += j.mc {
 		mc := min(j.mc, j.m-ic)
 		npm := ceilDiv(mc, mr)
-		chunks := ceilDiv(npm, packChunk)
+		first := 0 // the first A micro-panel to pack
+		if j.directA {
+			first = mc / mr
+		}
+		chunks := ceilDiv(npm-first, packChunk)
 		for pc := 0; pc < j.k; pc += j.kc {
 			kc := min(j.kc, j.k-pc)
 			st := &j.iters[i]
@@ -316,7 +340,7 @@ func (j *gemmJob[T]) run(tid int) {
 				spinUntil(func() bool { return int(old.unitDone.Load()) == old.units })
 			}
 			for {
-				q := int(st.packNext.Add(1)-1) * packChunk
+				q := first + int(st.packNext.Add(1)-1)*packChunk
 				if q >= npm {
 					break
 				}
@@ -347,13 +371,13 @@ func (j *gemmJob[T]) run(tid int) {
 							im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
 							packed = ncur == j.n
 						}
-						j.sweep(tid, ap, ic, mc, p0, min(p0+j.ustep, npm), jc, ncur, kc, beta)
+						j.sweep(tid, ap, ic, mc, p0, min(p0+j.ustep, npm), pc, jc, ncur, kc, beta)
 					}
 				} else {
 					jc := u * j.ustep
 					ncur := min(j.ustep, j.n-jc)
 					im.packB(j.bblock[tid], j.b, j.ldb, j.transB, pc, jc, kc, ncur)
-					j.sweep(tid, ap, ic, mc, 0, npm, jc, ncur, kc, beta)
+					j.sweep(tid, ap, ic, mc, 0, npm, pc, jc, ncur, kc, beta)
 				}
 				j.unitLast[u].Store(int32(i))
 				st.unitDone.Add(1)
@@ -363,25 +387,36 @@ func (j *gemmJob[T]) run(tid int) {
 	}
 }
 
-// sweep multiplies A micro-panels p0..p1 of the packed panel ap (rows ic…ic+mc of C) by this thread's packed B
-// block (columns jc…jc+ncur) into C.
-func (j *gemmJob[T]) sweep(tid int, ap []T, ic, mc, p0, p1, jc, ncur, kc int, beta T) {
+// sweep multiplies A micro-panels p0..p1 of the packed panel ap (rows ic…ic+mc and depth pc…pc+kc of op(A)) by
+// this thread's packed B block (columns jc…jc+ncur) into C. With directA, full micro-panels come from A itself.
+func (j *gemmJob[T]) sweep(tid int, ap []T, ic, mc, p0, p1, pc, jc, ncur, kc int, beta T) {
 	im := j.im
 	mr, nr := im.mr, im.nr
 	bp := j.bblock[tid]
 	for ir := p0; ir < p1; ir++ {
 		rows := min(mr, mc-ir*mr)
+		direct := j.directA && rows == mr
 		apanel := &ap[ir*mr*kc]
+		if direct {
+			apanel = &j.a[(ic+ir*mr)*j.lda+pc]
+		}
+		tile := func(b, c *T, ldc int, alpha, beta T) {
+			if direct {
+				im.direct(kc, apanel, j.lda, b, c, ldc, alpha, beta)
+			} else {
+				im.micro(kc, apanel, b, c, ldc, alpha, beta)
+			}
+		}
 		ci := (ic+ir*mr)*j.ldc + jc
 		for jr := 0; jr < ncur; jr += nr {
 			cols := min(nr, ncur-jr)
 			bpanel := &bp[jr*kc]
 			if rows == mr && cols == nr {
-				im.micro(kc, apanel, bpanel, &j.c[ci+jr], j.ldc, j.alpha, beta)
+				tile(bpanel, &j.c[ci+jr], j.ldc, j.alpha, beta)
 				continue
 			}
 			t := j.tile[tid]
-			im.micro(kc, apanel, bpanel, &t[0], nr, 1, 0)
+			tile(bpanel, &t[0], nr, 1, 0)
 			mergeTile(j.c[ci+jr:], j.ldc, t, nr, rows, cols, j.alpha, beta)
 		}
 	}

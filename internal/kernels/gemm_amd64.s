@@ -15,28 +15,49 @@
 //	func(k int, a, b, c *T, ldc int, alpha, beta T)
 
 // ---------------------------------------------------------------------------------------------------------------
-// float32, AVX-512: 12×32 tile, accumulators Z8–Z31, B in Z0/Z1, broadcasts alternate Z2/Z3.
+// float32, AVX-512: 12×32 tile, accumulators Z8–Z31, B in Z0/Z1, broadcasts alternate Z2/Z3. Two kernels share
+// the register plan: one reads the packed A micro-panel, the other reads A in place from 12 rows of a row-major
+// matrix (row r at SI + r·lda, addressed from three bases so that every row is base + index·scale).
 
-#define S512_ROW(off, bc, acc0, acc1) \
-	VBROADCASTSS off(SI), bc; \
+#define S512_ROW(mem, bc, acc0, acc1) \
+	VBROADCASTSS mem, bc; \
 	VFMADD231PS  Z0, bc, acc0; \
 	VFMADD231PS  Z1, bc, acc1
 
-#define S512_STEP(aoff, boff) \
+#define S512_B(boff) \
 	VMOVUPS boff(DI), Z0; \
-	VMOVUPS boff+64(DI), Z1; \
-	S512_ROW(aoff+0, Z2, Z8, Z9); \
-	S512_ROW(aoff+4, Z3, Z10, Z11); \
-	S512_ROW(aoff+8, Z2, Z12, Z13); \
-	S512_ROW(aoff+12, Z3, Z14, Z15); \
-	S512_ROW(aoff+16, Z2, Z16, Z17); \
-	S512_ROW(aoff+20, Z3, Z18, Z19); \
-	S512_ROW(aoff+24, Z2, Z20, Z21); \
-	S512_ROW(aoff+28, Z3, Z22, Z23); \
-	S512_ROW(aoff+32, Z2, Z24, Z25); \
-	S512_ROW(aoff+36, Z3, Z26, Z27); \
-	S512_ROW(aoff+40, Z2, Z28, Z29); \
-	S512_ROW(aoff+44, Z3, Z30, Z31)
+	VMOVUPS boff+64(DI), Z1
+
+#define S512_STEP(aoff, boff) \
+	S512_B(boff); \
+	S512_ROW(aoff+0(SI), Z2, Z8, Z9); \
+	S512_ROW(aoff+4(SI), Z3, Z10, Z11); \
+	S512_ROW(aoff+8(SI), Z2, Z12, Z13); \
+	S512_ROW(aoff+12(SI), Z3, Z14, Z15); \
+	S512_ROW(aoff+16(SI), Z2, Z16, Z17); \
+	S512_ROW(aoff+20(SI), Z3, Z18, Z19); \
+	S512_ROW(aoff+24(SI), Z2, Z20, Z21); \
+	S512_ROW(aoff+28(SI), Z3, Z22, Z23); \
+	S512_ROW(aoff+32(SI), Z2, Z24, Z25); \
+	S512_ROW(aoff+36(SI), Z3, Z26, Z27); \
+	S512_ROW(aoff+40(SI), Z2, Z28, Z29); \
+	S512_ROW(aoff+44(SI), Z3, Z30, Z31)
+
+// Rows 0–4 from SI, 5–9 from R11, 10–11 from R12; R10 = lda and R13 = 3·lda in bytes.
+#define S512_STEP_ROWS(aoff, boff) \
+	S512_B(boff); \
+	S512_ROW(aoff(SI), Z2, Z8, Z9); \
+	S512_ROW(aoff(SI)(R10*1), Z3, Z10, Z11); \
+	S512_ROW(aoff(SI)(R10*2), Z2, Z12, Z13); \
+	S512_ROW(aoff(SI)(R13*1), Z3, Z14, Z15); \
+	S512_ROW(aoff(SI)(R10*4), Z2, Z16, Z17); \
+	S512_ROW(aoff(R11), Z3, Z18, Z19); \
+	S512_ROW(aoff(R11)(R10*1), Z2, Z20, Z21); \
+	S512_ROW(aoff(R11)(R10*2), Z3, Z22, Z23); \
+	S512_ROW(aoff(R11)(R13*1), Z2, Z24, Z25); \
+	S512_ROW(aoff(R11)(R10*4), Z3, Z26, Z27); \
+	S512_ROW(aoff(R12), Z2, Z28, Z29); \
+	S512_ROW(aoff(R12)(R10*1), Z3, Z30, Z31)
 
 // Z0 = alpha, Z1 = beta; DX walks the rows of C, R8 = ldc in bytes.
 #define S512_STORE0(acc0, acc1) \
@@ -60,6 +81,38 @@
 	PREFETCHT0 64(R9); \
 	ADDQ       R8, R9
 
+// C is touched only after the k loop; fetching its rows first hides the misses behind the FMAs.
+#define S512_BEGIN \
+	MOVQ DX, R9; \
+	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; \
+	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; \
+	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; \
+	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11; \
+	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15; \
+	VPXORD Z16, Z16, Z16; VPXORD Z17, Z17, Z17; VPXORD Z18, Z18, Z18; VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; VPXORD Z21, Z21, Z21; VPXORD Z22, Z22, Z22; VPXORD Z23, Z23, Z23; \
+	VPXORD Z24, Z24, Z24; VPXORD Z25, Z25, Z25; VPXORD Z26, Z26, Z26; VPXORD Z27, Z27, Z27; \
+	VPXORD Z28, Z28, Z28; VPXORD Z29, Z29, Z29; VPXORD Z30, Z30, Z30; VPXORD Z31, Z31, Z31
+
+// C = alpha·acc + beta·C, never loading C when beta is ±0.
+#define S512_END(alphaarg, betaarg) \
+	VBROADCASTSS alphaarg(FP), Z0; \
+	MOVL         betaarg(FP), AX; \
+	ANDL         $0x7fffffff, AX; \
+	JZ           s512beta0; \
+	VBROADCASTSS betaarg(FP), Z1; \
+	S512_STORE(Z8, Z9); S512_STORE(Z10, Z11); S512_STORE(Z12, Z13); S512_STORE(Z14, Z15); \
+	S512_STORE(Z16, Z17); S512_STORE(Z18, Z19); S512_STORE(Z20, Z21); S512_STORE(Z22, Z23); \
+	S512_STORE(Z24, Z25); S512_STORE(Z26, Z27); S512_STORE(Z28, Z29); S512_STORE(Z30, Z31); \
+	VZEROUPPER; \
+	RET; \
+s512beta0: \
+	S512_STORE0(Z8, Z9); S512_STORE0(Z10, Z11); S512_STORE0(Z12, Z13); S512_STORE0(Z14, Z15); \
+	S512_STORE0(Z16, Z17); S512_STORE0(Z18, Z19); S512_STORE0(Z20, Z21); S512_STORE0(Z22, Z23); \
+	S512_STORE0(Z24, Z25); S512_STORE0(Z26, Z27); S512_STORE0(Z28, Z29); S512_STORE0(Z30, Z31); \
+	VZEROUPPER; \
+	RET
+
 // func sgemm12x32AVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 TEXT ·sgemm12x32AVX512(SB), NOSPLIT, $0-48
 	MOVQ k+0(FP), CX
@@ -68,37 +121,7 @@ TEXT ·sgemm12x32AVX512(SB), NOSPLIT, $0-48
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-
-	// C is touched only after the k loop; fetching its rows now hides the misses behind the FMAs.
-	MOVQ DX, R9
-	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2
-	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2
-	PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2; PREFETCH_ROW2
-
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-	VPXORD Z12, Z12, Z12
-	VPXORD Z13, Z13, Z13
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-	VPXORD Z28, Z28, Z28
-	VPXORD Z29, Z29, Z29
-	VPXORD Z30, Z30, Z30
-	VPXORD Z31, Z31, Z31
+	S512_BEGIN
 
 	// Unrolled by 4 so the loop overhead is 3 instructions per 96 FMAs.
 	MOVQ CX, BX
@@ -131,41 +154,60 @@ s512loop1:
 	JNZ  s512loop1
 
 s512store:
-	VBROADCASTSS alpha+40(FP), Z0
-	MOVL         beta+44(FP), AX
-	ANDL         $0x7fffffff, AX
-	JZ           s512beta0
-	VBROADCASTSS beta+44(FP), Z1
-	S512_STORE(Z8, Z9)
-	S512_STORE(Z10, Z11)
-	S512_STORE(Z12, Z13)
-	S512_STORE(Z14, Z15)
-	S512_STORE(Z16, Z17)
-	S512_STORE(Z18, Z19)
-	S512_STORE(Z20, Z21)
-	S512_STORE(Z22, Z23)
-	S512_STORE(Z24, Z25)
-	S512_STORE(Z26, Z27)
-	S512_STORE(Z28, Z29)
-	S512_STORE(Z30, Z31)
-	VZEROUPPER
-	RET
+	S512_END(alpha+40, beta+44)
 
-s512beta0:
-	S512_STORE0(Z8, Z9)
-	S512_STORE0(Z10, Z11)
-	S512_STORE0(Z12, Z13)
-	S512_STORE0(Z14, Z15)
-	S512_STORE0(Z16, Z17)
-	S512_STORE0(Z18, Z19)
-	S512_STORE0(Z20, Z21)
-	S512_STORE0(Z22, Z23)
-	S512_STORE0(Z24, Z25)
-	S512_STORE0(Z26, Z27)
-	S512_STORE0(Z28, Z29)
-	S512_STORE0(Z30, Z31)
-	VZEROUPPER
-	RET
+// func sgemm12x32AVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+TEXT ·sgemm12x32AVX512Direct(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R10
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R13
+	LEAQ (SI)(R10*4), R11
+	ADDQ R10, R11
+	LEAQ (R11)(R10*4), R12
+	ADDQ R10, R12
+	S512_BEGIN
+
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ   rowstail
+
+rowsloop4:
+	PREFETCHT0 768(DI)
+	S512_STEP_ROWS(0, 0)
+	PREFETCHT0 896(DI)
+	S512_STEP_ROWS(4, 128)
+	PREFETCHT0 1024(DI)
+	S512_STEP_ROWS(8, 256)
+	PREFETCHT0 1152(DI)
+	S512_STEP_ROWS(12, 384)
+	ADDQ $16, SI
+	ADDQ $16, R11
+	ADDQ $16, R12
+	ADDQ $512, DI
+	DECQ BX
+	JNZ  rowsloop4
+
+rowstail:
+	ANDQ $3, CX
+	JZ   rowsstore
+
+rowsloop1:
+	S512_STEP_ROWS(0, 0)
+	ADDQ $4, SI
+	ADDQ $4, R11
+	ADDQ $4, R12
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  rowsloop1
+
+rowsstore:
+	S512_END(alpha+48, beta+52)
 
 // ---------------------------------------------------------------------------------------------------------------
 // float64, AVX-512: 12×16 tile, same register plan as the float32 kernel with 8-lane vectors.

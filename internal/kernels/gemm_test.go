@@ -276,7 +276,7 @@ func TestGemmManyIterations(t *testing.T) {
 	defer SetThreads(SetThreads(0))
 	for _, base := range testImpls(sgemmImpls) {
 		im := &gemmImpl[float32]{name: base.name + " small blocks", mr: base.mr, nr: base.nr, kc: 16,
-			mc: 3 * base.mr, nc: 2 * base.nr, micro: base.micro, portable: base.portable}
+			mc: 3 * base.mr, nc: 2 * base.nr, micro: base.micro, direct: base.direct, portable: base.portable}
 		for i, tc := range []gemmCase{
 			{m: 200, n: 150, k: 100, alpha: 1, beta: 0.5},
 			{transA: true, transB: true, m: 300, n: 40, k: 61, alpha: -1, beta: 0}, // row mode
@@ -292,6 +292,42 @@ func TestGemmManyIterations(t *testing.T) {
 				for e := range got {
 					if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
 						t.Fatalf("%s %v: %d threads differ from 1 thread at %d", im.name, tc, th, e)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestGemmDirectA checks that reading A in place (the direct kernel) gives the same bits as packing it, with short
+// last micro-panels (packed even then), several row panels and depth blocks, strided A, both column and row mode,
+// and any thread count.
+func TestGemmDirectA(t *testing.T) {
+	defer SetThreads(SetThreads(0))
+	for _, direct := range sgemmImpls {
+		if direct.direct == nil {
+			continue
+		}
+		for _, blocks := range [][2]int{{direct.kc, direct.mc}, {40, 5 * direct.mr}} {
+			direct := &gemmImpl[float32]{name: direct.name, mr: direct.mr, nr: direct.nr, kc: blocks[0], mc: blocks[1],
+				nc: direct.nc, wholeB: direct.wholeB, micro: direct.micro, direct: direct.direct}
+			packed := &gemmImpl[float32]{name: direct.name + " packed", mr: direct.mr, nr: direct.nr, kc: direct.kc,
+				mc: direct.mc, nc: direct.nc, wholeB: direct.wholeB, micro: direct.micro}
+			for i, tc := range []gemmCase{
+				{m: 12, n: 32, k: 1, alpha: 1, beta: 0},
+				{m: 131, n: 97, k: 300, alpha: 1, beta: 0, pad: 3},
+				{transB: true, m: 300, n: 70, k: 77, alpha: -0.5, beta: 0.75, pad: 5}, // row mode
+				{m: 36, n: 600, k: 129, alpha: 2, beta: 1},
+			} {
+				for _, th := range []int{1, 2, 3} {
+					SetThreads(th)
+					got := runGemmCase(t, direct, tc, uint64(500+i))
+					want := runGemmCase(t, packed, tc, uint64(500+i))
+					for e := range got {
+						if math.Float32bits(got[e]) != math.Float32bits(want[e]) {
+							t.Fatalf("%s kc=%d mc=%d %v, %d threads: in place %g, packed %g at %d", direct.name,
+								blocks[0], blocks[1], tc, th, got[e], want[e], e)
+						}
 					}
 				}
 			}
