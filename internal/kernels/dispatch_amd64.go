@@ -19,6 +19,9 @@ func dgemm12x16AVX512(k int, a, b, c *float64, ldc int, alpha, beta float64)
 func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func sgemm6x16AVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
 func skinny8x8AVX2(k int, x *float32, xr, xs int, y *float32, ys int, t *float32)
 
 //go:noescape
@@ -36,7 +39,7 @@ var (
 	avx512Dgemm = &gemmImpl[float64]{name: "avx512 12x16", mr: 12, nr: 16, kc: 256, mc: 1536, nc: 480, wholeB: 1 << 20,
 		micro: dgemm12x16AVX512}
 	avx2Sgemm = &gemmImpl[float32]{name: "avx2 6x16", mr: 6, nr: 16, kc: 256, mc: 1536, nc: 512, wholeB: 1 << 20,
-		micro: sgemm6x16AVX2, tile: skinny8x8AVX2}
+		micro: sgemm6x16AVX2, direct: sgemm6x16AVX2Direct, tile: skinny8x8AVX2}
 	avx2Dgemm = &gemmImpl[float64]{name: "avx2 6x8", mr: 6, nr: 8, kc: 256, mc: 768, nc: 512, wholeB: 1 << 20,
 		micro: dgemm6x8AVX2}
 )

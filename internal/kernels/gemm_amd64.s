@@ -356,21 +356,35 @@ d512beta0:
 
 // ---------------------------------------------------------------------------------------------------------------
 // float32, AVX2+FMA: 6×16 tile, accumulators Y4–Y15, B in Y0/Y1, broadcasts alternate Y2/Y3 (all 16 registers).
+// As for AVX-512, one kernel reads the packed A micro-panel and the other reads 6 rows of A in place.
 
-#define S256_ROW(off, bc, acc0, acc1) \
-	VBROADCASTSS off(SI), bc; \
+#define S256_ROW(mem, bc, acc0, acc1) \
+	VBROADCASTSS mem, bc; \
 	VFMADD231PS  Y0, bc, acc0; \
 	VFMADD231PS  Y1, bc, acc1
 
-#define S256_STEP(aoff, boff) \
+#define S256_B(boff) \
 	VMOVUPS boff(DI), Y0; \
-	VMOVUPS boff+32(DI), Y1; \
-	S256_ROW(aoff+0, Y2, Y4, Y5); \
-	S256_ROW(aoff+4, Y3, Y6, Y7); \
-	S256_ROW(aoff+8, Y2, Y8, Y9); \
-	S256_ROW(aoff+12, Y3, Y10, Y11); \
-	S256_ROW(aoff+16, Y2, Y12, Y13); \
-	S256_ROW(aoff+20, Y3, Y14, Y15)
+	VMOVUPS boff+32(DI), Y1
+
+#define S256_STEP(aoff, boff) \
+	S256_B(boff); \
+	S256_ROW(aoff+0(SI), Y2, Y4, Y5); \
+	S256_ROW(aoff+4(SI), Y3, Y6, Y7); \
+	S256_ROW(aoff+8(SI), Y2, Y8, Y9); \
+	S256_ROW(aoff+12(SI), Y3, Y10, Y11); \
+	S256_ROW(aoff+16(SI), Y2, Y12, Y13); \
+	S256_ROW(aoff+20(SI), Y3, Y14, Y15)
+
+// Rows 0–4 from SI, row 5 from R11; R10 = lda and R13 = 3·lda in bytes.
+#define S256_STEP_ROWS(aoff, boff) \
+	S256_B(boff); \
+	S256_ROW(aoff(SI), Y2, Y4, Y5); \
+	S256_ROW(aoff(SI)(R10*1), Y3, Y6, Y7); \
+	S256_ROW(aoff(SI)(R10*2), Y2, Y8, Y9); \
+	S256_ROW(aoff(SI)(R13*1), Y3, Y10, Y11); \
+	S256_ROW(aoff(SI)(R10*4), Y2, Y12, Y13); \
+	S256_ROW(aoff(R11), Y3, Y14, Y15)
 
 #define S256_STORE0(acc0, acc1) \
 	VMULPS  Y0, acc0, acc0; \
@@ -392,6 +406,29 @@ d512beta0:
 	PREFETCHT0 (R9); \
 	ADDQ       R8, R9
 
+#define S256_BEGIN \
+	MOVQ DX, R9; \
+	PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1; \
+	VXORPS Y4, Y4, Y4; VXORPS Y5, Y5, Y5; VXORPS Y6, Y6, Y6; VXORPS Y7, Y7, Y7; \
+	VXORPS Y8, Y8, Y8; VXORPS Y9, Y9, Y9; VXORPS Y10, Y10, Y10; VXORPS Y11, Y11, Y11; \
+	VXORPS Y12, Y12, Y12; VXORPS Y13, Y13, Y13; VXORPS Y14, Y14, Y14; VXORPS Y15, Y15, Y15
+
+#define S256_END(alphaarg, betaarg) \
+	VBROADCASTSS alphaarg(FP), Y0; \
+	MOVL         betaarg(FP), AX; \
+	ANDL         $0x7fffffff, AX; \
+	JZ           s256beta0; \
+	VBROADCASTSS betaarg(FP), Y1; \
+	S256_STORE(Y4, Y5); S256_STORE(Y6, Y7); S256_STORE(Y8, Y9); \
+	S256_STORE(Y10, Y11); S256_STORE(Y12, Y13); S256_STORE(Y14, Y15); \
+	VZEROUPPER; \
+	RET; \
+s256beta0: \
+	S256_STORE0(Y4, Y5); S256_STORE0(Y6, Y7); S256_STORE0(Y8, Y9); \
+	S256_STORE0(Y10, Y11); S256_STORE0(Y12, Y13); S256_STORE0(Y14, Y15); \
+	VZEROUPPER; \
+	RET
+
 // func sgemm6x16AVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 TEXT ·sgemm6x16AVX2(SB), NOSPLIT, $0-48
 	MOVQ k+0(FP), CX
@@ -400,23 +437,7 @@ TEXT ·sgemm6x16AVX2(SB), NOSPLIT, $0-48
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-
-	MOVQ DX, R9
-	PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1
-	PREFETCH_ROW1; PREFETCH_ROW1; PREFETCH_ROW1
-
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	VXORPS Y12, Y12, Y12
-	VXORPS Y13, Y13, Y13
-	VXORPS Y14, Y14, Y14
-	VXORPS Y15, Y15, Y15
+	S256_BEGIN
 
 	MOVQ CX, BX
 	SHRQ $2, BX
@@ -446,29 +467,54 @@ s256loop1:
 	JNZ  s256loop1
 
 s256store:
-	VBROADCASTSS alpha+40(FP), Y0
-	MOVL         beta+44(FP), AX
-	ANDL         $0x7fffffff, AX
-	JZ           s256beta0
-	VBROADCASTSS beta+44(FP), Y1
-	S256_STORE(Y4, Y5)
-	S256_STORE(Y6, Y7)
-	S256_STORE(Y8, Y9)
-	S256_STORE(Y10, Y11)
-	S256_STORE(Y12, Y13)
-	S256_STORE(Y14, Y15)
-	VZEROUPPER
-	RET
+	S256_END(alpha+40, beta+44)
 
-s256beta0:
-	S256_STORE0(Y4, Y5)
-	S256_STORE0(Y6, Y7)
-	S256_STORE0(Y8, Y9)
-	S256_STORE0(Y10, Y11)
-	S256_STORE0(Y12, Y13)
-	S256_STORE0(Y14, Y15)
-	VZEROUPPER
-	RET
+// func sgemm6x16AVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+TEXT ·sgemm6x16AVX2Direct(SB), NOSPLIT, $0-56
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R10
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R13
+	LEAQ (SI)(R10*4), R11
+	ADDQ R10, R11
+	S256_BEGIN
+
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ   rowstail
+
+rowsloop4:
+	PREFETCHT0 384(DI)
+	S256_STEP_ROWS(0, 0)
+	S256_STEP_ROWS(4, 64)
+	PREFETCHT0 448(DI)
+	S256_STEP_ROWS(8, 128)
+	S256_STEP_ROWS(12, 192)
+	ADDQ $16, SI
+	ADDQ $16, R11
+	ADDQ $256, DI
+	DECQ BX
+	JNZ  rowsloop4
+
+rowstail:
+	ANDQ $3, CX
+	JZ   rowsstore
+
+rowsloop1:
+	S256_STEP_ROWS(0, 0)
+	ADDQ $4, SI
+	ADDQ $4, R11
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  rowsloop1
+
+rowsstore:
+	S256_END(alpha+48, beta+52)
 
 // ---------------------------------------------------------------------------------------------------------------
 // float64, AVX2+FMA: 6×8 tile.
