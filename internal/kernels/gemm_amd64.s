@@ -15,6 +15,22 @@
 //	func(k int, a, b, c *T, ldc int, alpha, beta T)
 
 // ---------------------------------------------------------------------------------------------------------------
+// The float32 direct kernels' arguments: k in CX, A's first row in SI and its sixth (SI + 5·lda) in R11, B in DI,
+// C in DX, ldc in R8 and lda in R10 (bytes), 3·lda in R13.
+#define DIRECT_ARGS \
+	MOVQ k+0(FP), CX; \
+	MOVQ a+8(FP), SI; \
+	MOVQ lda+16(FP), R10; \
+	MOVQ b+24(FP), DI; \
+	MOVQ c+32(FP), DX; \
+	MOVQ ldc+40(FP), R8; \
+	SHLQ $2, R8; \
+	SHLQ $2, R10; \
+	LEAQ (R10)(R10*2), R13; \
+	LEAQ (SI)(R10*4), R11; \
+	ADDQ R10, R11
+
+// ---------------------------------------------------------------------------------------------------------------
 // float32, AVX-512: 12×32 tile, accumulators Z8–Z31, B in Z0/Z1, broadcasts alternate Z2/Z3. Two kernels share
 // the register plan: one reads the packed A micro-panel, the other reads A in place from 12 rows of a row-major
 // matrix (row r at SI + r·lda, addressed from three bases so that every row is base + index·scale).
@@ -158,17 +174,7 @@ s512store:
 
 // func sgemm12x32AVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
 TEXT ·sgemm12x32AVX512Direct(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R10
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R8
-	SHLQ $2, R8
-	SHLQ $2, R10
-	LEAQ (R10)(R10*2), R13
-	LEAQ (SI)(R10*4), R11
-	ADDQ R10, R11
+	DIRECT_ARGS
 	LEAQ (R11)(R10*4), R12
 	ADDQ R10, R12
 	S512_BEGIN
@@ -471,17 +477,7 @@ s256store:
 
 // func sgemm6x16AVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
 TEXT ·sgemm6x16AVX2Direct(SB), NOSPLIT, $0-56
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R10
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R8
-	SHLQ $2, R8
-	SHLQ $2, R10
-	LEAQ (R10)(R10*2), R13
-	LEAQ (SI)(R10*4), R11
-	ADDQ R10, R11
+	DIRECT_ARGS
 	S256_BEGIN
 
 	MOVQ CX, BX
