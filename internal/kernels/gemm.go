@@ -228,7 +228,7 @@ func (j *gemmJob[T]) plan(threads int) {
 	j.kc = balance(j.k, im.kc, 1)
 	j.mc = balance(j.m, im.mc, im.mr)
 	// Packing A costs the same whatever n is, so it weighs most on narrow products; reading A in place is a little
-	// slower per flop (12 row streams instead of one), and much slower when rows sit a multiple of 4 KiB apart,
+	// slower per flop (mr row streams instead of one), and much slower when rows sit a multiple of 4 KiB apart,
 	// all in one L1 set. Measured with per-call alternation on 2 threads: 1.02–1.11× for n ≤ 768, 0.99 at n = 1536,
 	// 0.91–0.95 for the 1024² and 2048² squares (rows 4 and 8 KiB apart).
 	j.directA = im.direct != nil && !j.transA && j.n <= directMaxN && j.lda*int(unsafe.Sizeof(T(0)))%4096 != 0

@@ -258,11 +258,9 @@ func TestGemmThreads(t *testing.T) {
 					first = got
 					continue
 				}
-				for e := range got {
-					if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
-						t.Fatalf("%s %v: %d threads differ from 1 thread at %d: %g vs %g", im.name, tc, th, e,
-							got[e], first[e])
-					}
+				if e := firstBitDiff(got, first); e >= 0 {
+					t.Fatalf("%s %v: %d threads differ from 1 thread at %d: %g vs %g", im.name, tc, th, e,
+						got[e], first[e])
 				}
 			}
 		}
@@ -289,10 +287,8 @@ func TestGemmManyIterations(t *testing.T) {
 					first = got
 					continue
 				}
-				for e := range got {
-					if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
-						t.Fatalf("%s %v: %d threads differ from 1 thread at %d", im.name, tc, th, e)
-					}
+				if e := firstBitDiff(got, first); e >= 0 {
+					t.Fatalf("%s %v: %d threads differ from 1 thread at %d", im.name, tc, th, e)
 				}
 			}
 		}
@@ -304,15 +300,15 @@ func TestGemmManyIterations(t *testing.T) {
 // and any thread count.
 func TestGemmDirectA(t *testing.T) {
 	defer SetThreads(SetThreads(0))
-	for _, direct := range sgemmImpls {
-		if direct.direct == nil {
+	for _, base := range sgemmImpls {
+		if base.direct == nil {
 			continue
 		}
-		for _, blocks := range [][2]int{{direct.kc, direct.mc}, {40, 5 * direct.mr}} {
-			direct := &gemmImpl[float32]{name: direct.name, mr: direct.mr, nr: direct.nr, kc: blocks[0], mc: blocks[1],
-				nc: direct.nc, wholeB: direct.wholeB, micro: direct.micro, direct: direct.direct}
-			packed := &gemmImpl[float32]{name: direct.name + " packed", mr: direct.mr, nr: direct.nr, kc: direct.kc,
-				mc: direct.mc, nc: direct.nc, wholeB: direct.wholeB, micro: direct.micro}
+		for _, blocks := range [][2]int{{base.kc, base.mc}, {40, 5 * base.mr}} {
+			direct := &gemmImpl[float32]{name: base.name, mr: base.mr, nr: base.nr, kc: blocks[0], mc: blocks[1],
+				nc: base.nc, wholeB: base.wholeB, micro: base.micro, direct: base.direct}
+			packed := &gemmImpl[float32]{name: base.name + " packed", mr: base.mr, nr: base.nr, kc: blocks[0],
+				mc: blocks[1], nc: base.nc, wholeB: base.wholeB, micro: base.micro}
 			for i, tc := range []gemmCase{
 				{m: 12, n: 32, k: 1, alpha: 1, beta: 0},
 				{m: 131, n: 97, k: 300, alpha: 1, beta: 0, pad: 3},
@@ -323,11 +319,9 @@ func TestGemmDirectA(t *testing.T) {
 					SetThreads(th)
 					got := runGemmCase(t, direct, tc, uint64(500+i))
 					want := runGemmCase(t, packed, tc, uint64(500+i))
-					for e := range got {
-						if math.Float32bits(got[e]) != math.Float32bits(want[e]) {
-							t.Fatalf("%s kc=%d mc=%d %v, %d threads: in place %g, packed %g at %d", direct.name,
-								blocks[0], blocks[1], tc, th, got[e], want[e], e)
-						}
+					if e := firstBitDiff(got, want); e >= 0 {
+						t.Fatalf("%s kc=%d mc=%d %v, %d threads: in place %g, packed %g at %d", direct.name,
+							blocks[0], blocks[1], tc, th, got[e], want[e], e)
 					}
 				}
 			}
