@@ -7,9 +7,39 @@
 # A transposed operand is a transposed view (torch.randn(k, m).t()), as a model's weights are used. Debian's
 # python3-torch runs the reference BLAS unless LD_LIBRARY_PATH points at OpenBLAS, and OpenBLAS 0.3.21 takes this
 # VM for a Prescott unless OPENBLAS_CORETYPE says otherwise.
+#
+# With --serve it is the peer half of scripts/peers/pairs (go run ./scripts/peers/pairs): it reads lines
+# "TA TB M N K SECONDS" (TA, TB are 0 or 1) and answers each with "CALLS ELAPSED FASTEST" (seconds) after
+# calling torch.matmul on that shape for about SECONDS, so the two libraries can be timed in alternating windows
+# of a fraction of a second, closer together than this VM's speed drifts.
 import sys, time, torch
 threads = int(sys.argv[1])
 torch.set_num_threads(threads)
+
+def operands(ta, tb, m, n, k):
+    a = torch.randn(k, m).t() if ta else torch.randn(m, k)
+    b = torch.randn(n, k).t() if tb else torch.randn(k, n)
+    return a, b, torch.empty(m, n)
+
+if "--serve" in sys.argv[2:]:
+    cache = {}
+    for line in sys.stdin:
+        ta, tb, m, n, k, seconds = line.split()
+        key = (ta == "1", tb == "1", int(m), int(n), int(k))
+        if key not in cache:
+            cache[key] = operands(*key)
+            torch.matmul(cache[key][0], cache[key][1], out=cache[key][2])
+        a, b, c = cache[key]
+        calls, fastest, t0 = 0, float("inf"), time.perf_counter()
+        t, t_end = t0, t0 + float(seconds)
+        while t < t_end:
+            torch.matmul(a, b, out=c)
+            calls += 1
+            t, t_call = time.perf_counter(), t
+            fastest = min(fastest, t - t_call)
+        print(calls, t - t0, fastest, flush=True)
+    sys.exit(0)
+
 shapes = [
  ("square 256", False, False, 256, 256, 256),
  ("square 512", False, False, 512, 512, 512),
@@ -27,9 +57,7 @@ shapes = [
  ("svd gram Vᵀ·A", True, False, 64, 4096, 4096),
 ]
 for name, ta, tb, m, n, k in shapes:
-    a = torch.randn(k, m).t() if ta else torch.randn(m, k)
-    b = torch.randn(n, k).t() if tb else torch.randn(k, n)
-    c = torch.empty(m, n)
+    a, b, c = operands(ta, tb, m, n, k)
     torch.matmul(a, b, out=c)
     best = 0.0
     t_end = time.time() + 1.0
