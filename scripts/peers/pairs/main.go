@@ -41,6 +41,9 @@ func main() {
 }
 
 func run(threads int, window time.Duration, rounds int, pattern, python string) error {
+	if rounds < 1 || window <= 0 || threads < 1 {
+		return fmt.Errorf("-rounds, -window and -threads must be positive")
+	}
 	only, err := regexp.Compile(pattern)
 	if err != nil {
 		return err
