@@ -50,8 +50,8 @@ type BenchResult struct {
 }
 
 func (r BenchResult) String() string {
-	s := fmt.Sprintf("%-16s %5d×%5d×%5d %s%s  %7.1f GFLOP/s", r.Shape.Name, r.Shape.M, r.Shape.N, r.Shape.K,
-		tr(r.Shape.TransA), tr(r.Shape.TransB), r.GFLOPS)
+	s := fmt.Sprintf("%-16s %5d×%5d×%5d %s  %7.1f GFLOP/s", r.Shape.Name, r.Shape.M, r.Shape.N, r.Shape.K,
+		r.Shape.Op(), r.GFLOPS)
 	if r.PeakGFLOPS > 0 {
 		s += fmt.Sprintf("  %5.1f%% of FMA peak", 100*r.Efficiency)
 	}
@@ -83,7 +83,12 @@ func Bench(shapes []BenchShape, threads int, d time.Duration) []BenchResult {
 	return out
 }
 
-func benchShape(s BenchShape, threads int, d time.Duration) BenchResult {
+// Op names the shape's transposes as BLAS does: "NT" is A·Bᵀ.
+func (s BenchShape) Op() string { return tr(s.TransA) + tr(s.TransB) }
+
+// Caller allocates the shape's operands, filled from a fixed sequence so that runs are comparable, and returns a
+// function that runs Sgemm on them once. `lathe bench` and scripts/peers/pairs time it.
+func (s BenchShape) Caller() func() {
 	a := benchMatrix(s.M * s.K)
 	b := benchMatrix(s.K * s.N)
 	c := make([]float32, s.M*s.N)
@@ -94,7 +99,11 @@ func benchShape(s BenchShape, threads int, d time.Duration) BenchResult {
 	if s.TransB {
 		ldb = s.K
 	}
-	call := func() { Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1, a, lda, b, ldb, 0, c, s.N) }
+	return func() { Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1, a, lda, b, ldb, 0, c, s.N) }
+}
+
+func benchShape(s BenchShape, threads int, d time.Duration) BenchResult {
+	call := s.Caller()
 	call() // warm the packing buffers and the worker pool
 	flops := 2 * float64(s.M) * float64(s.N) * float64(s.K)
 

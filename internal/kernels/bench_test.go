@@ -12,7 +12,7 @@ import (
 
 func benchGemm(b *testing.B, run func(transA, transB bool, m, n, k int, a, bm, c []float32)) {
 	for _, s := range BenchShapes {
-		name := fmt.Sprintf("%dx%dx%d_%s%s", s.M, s.N, s.K, tr(s.TransA), tr(s.TransB))
+		name := fmt.Sprintf("%dx%dx%d_%s", s.M, s.N, s.K, s.Op())
 		b.Run(name, func(b *testing.B) {
 			a := benchMatrix(s.M * s.K)
 			bm := benchMatrix(s.K * s.N)

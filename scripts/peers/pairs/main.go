@@ -100,7 +100,7 @@ func run(threads int, window time.Duration, rounds int, pattern, python string) 
 		_, ls, _ := quartiles(lsteady)
 		_, ps, _ := quartiles(psteady)
 		fmt.Printf("%-16s %-18s %12s %7s %12s  %-32s %.2f, %.2f; %.3f\n", s.Name,
-			fmt.Sprintf("%d×%d×%d %s%s", s.M, s.N, s.K, tr(s.TransA), tr(s.TransB)),
+			fmt.Sprintf("%d×%d×%d %s", s.M, s.N, s.K, s.Op()),
 			fmt.Sprintf("%.1f GF/s", lm), eff, fmt.Sprintf("%.1f GF/s", pm),
 			fmt.Sprintf("%.3f [%.3f, %.3f]", q2, q1, q3), ls, ps, lbest/pbest)
 	}
@@ -116,22 +116,7 @@ type timing struct{ mean, fastest float64 }
 
 // latheCaller returns a function that calls Sgemm on s for about the given time.
 func latheCaller(s kernels.BenchShape) func(time.Duration) timing {
-	fill := func(n int) []float32 {
-		x := make([]float32, n)
-		for i := range x {
-			x[i] = float32(i*7919%2003)/1001.5 - 1
-		}
-		return x
-	}
-	a, b, c := fill(s.M*s.K), fill(s.K*s.N), make([]float32, s.M*s.N)
-	lda, ldb := s.K, s.N
-	if s.TransA {
-		lda = s.M
-	}
-	if s.TransB {
-		ldb = s.K
-	}
-	call := func() { kernels.Sgemm(s.TransA, s.TransB, s.M, s.N, s.K, 1, a, lda, b, ldb, 0, c, s.N) }
+	call := s.Caller()
 	call()
 	return func(d time.Duration) timing {
 		calls, fastest, t0 := 0, time.Duration(1<<62), time.Now()
@@ -216,11 +201,4 @@ func quartiles(x []float64) (q1, q2, q3 float64) {
 	x = slices.Sorted(slices.Values(x))
 	at := func(f float64) float64 { return x[int(f*float64(len(x)-1)+0.5)] }
 	return at(0.25), at(0.5), at(0.75)
-}
-
-func tr(t bool) string {
-	if t {
-		return "T"
-	}
-	return "N"
 }
