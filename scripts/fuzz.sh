@@ -8,6 +8,9 @@
 # FUZZ_MINIMIZETIME=D sets -fuzzminimizetime (default go's, 60s): each input that finds new coverage is minimised
 # for up to D before fuzzing goes on, and those executions are not counted, so in a short run a smaller D (5s, 100x)
 # gives more executions, at the cost of a larger corpus.
+# FUZZ_TMPDIR=DIR is where the targets' temporary files go (default: /dev/shm when it is a writable directory, else
+# $TMPDIR). Some targets rewrite files for every input (FuzzSideFiles a model directory's side files, FuzzCheckpoint
+# a checkpoint); replaying their corpora ran 3.5-4.5x faster on tmpfs than on this project's ext4 VM disk.
 # New crashers are saved by go test under PKG/testdata/fuzz/FuzzXxx/ and rerun by plain `go test`.
 set -euo pipefail
 
@@ -24,6 +27,11 @@ if [[ -n "${FUZZ_PARALLEL:-}" ]]; then
 fi
 if [[ -n "${FUZZ_MINIMIZETIME:-}" ]]; then
 	flags+=(-fuzzminimizetime "$FUZZ_MINIMIZETIME")
+fi
+if [[ -n "${FUZZ_TMPDIR:-}" ]]; then
+	export TMPDIR=$FUZZ_TMPDIR
+elif [[ -d /dev/shm && -w /dev/shm ]]; then
+	export TMPDIR=/dev/shm
 fi
 
 # Packages (as ./dir) whose test files declare a fuzz target.
@@ -49,7 +57,7 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 	echo "fuzz.sh: no target matches FUZZ_TARGETS='${FUZZ_TARGETS:-}'" >&2
 	exit 2
 fi
-echo "fuzz.sh: ${#targets[@]} targets, $duration each"
+echo "fuzz.sh: ${#targets[@]} targets, $duration each, temporary files in ${TMPDIR:-/tmp}"
 
 # seconds 1h2m3s prints 3723: go test prints elapsed times as Go durations rounded to the second.
 seconds() {
