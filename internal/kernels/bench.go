@@ -83,6 +83,9 @@ func Bench(shapes []BenchShape, threads int, d time.Duration) []BenchResult {
 	return out
 }
 
+// Flops is the floating-point operations of one product: a multiply and an add per term.
+func (s BenchShape) Flops() float64 { return 2 * float64(s.M) * float64(s.N) * float64(s.K) }
+
 // Op names the shape's transposes as BLAS does: "NT" is A·Bᵀ.
 func (s BenchShape) Op() string { return tr(s.TransA) + tr(s.TransB) }
 
@@ -105,7 +108,7 @@ func (s BenchShape) Caller() func() {
 func benchShape(s BenchShape, threads int, d time.Duration) BenchResult {
 	call := s.Caller()
 	call() // warm the packing buffers and the worker pool
-	flops := 2 * float64(s.M) * float64(s.N) * float64(s.K)
+	flops := s.Flops()
 
 	res := BenchResult{Shape: s, Kernel: sgemmImpl.name, Threads: threads}
 	round := max(d/8, 20*time.Millisecond)

@@ -132,7 +132,7 @@ func latheCaller(s kernels.BenchShape) func(time.Duration) timing {
 }
 
 func gflops(s kernels.BenchShape, calls int, seconds float64) float64 {
-	return 2 * float64(s.M) * float64(s.N) * float64(s.K) * float64(calls) / seconds / 1e9
+	return s.Flops() * float64(calls) / seconds / 1e9
 }
 
 type peer struct {
