@@ -290,11 +290,12 @@ func TestResumeDyLoRA(t *testing.T) {
 	}
 }
 
-// keepCheckpoint is a Log function that copies the checkpoint in ckpt to kept after the given step, as a run
-// killed then would have left it.
+// keepCheckpoint is a Log function that copies the checkpoint in ckpt to kept as a run killed after the given
+// step would have left it. Log runs before a step's checkpoint is written, so that checkpoint is on disk when the
+// next step is logged; step must come before the run's last.
 func keepCheckpoint(t *testing.T, ckpt, kept string, step int) func(StepLog) {
 	return func(s StepLog) {
-		if s.Step == step {
+		if s.Step == step+1 {
 			b, err := os.ReadFile(filepath.Join(ckpt, CheckpointName))
 			if err != nil {
 				t.Fatal(err)

@@ -3,7 +3,6 @@ package train
 import (
 	"bytes"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -208,17 +207,7 @@ func TestSpectralResume(t *testing.T) {
 	ckpt, kept := t.TempDir(), t.TempDir()
 	opts := TrainOptions{Rank: 4, Alpha: 8, Init: InitPiSSA, Steps: 4, LR: 5e-4, Batch: 2, Ctx: 16, Seed: 5,
 		Targets: []string{"q_proj", "down_proj"}, Checkpoint: ckpt, SaveEvery: 2}
-	opts.Log = func(s StepLog) {
-		if s.Step == 2 { // what a run killed after step 2 would have left
-			b, err := os.ReadFile(filepath.Join(ckpt, CheckpointName))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(kept, CheckpointName), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	opts.Log = keepCheckpoint(t, ckpt, kept, 2)
 	want := adapterBytes(t, mustTrain(t, m, data, opts))
 	opts.Log, opts.SaveEvery, opts.ResumeFrom = nil, 0, kept
 	if !bytes.Equal(adapterBytes(t, mustTrain(t, m, data, opts)), want) {

@@ -61,7 +61,10 @@ type TrainOptions struct {
 	SaveEvery  int
 	ResumeFrom string // a Checkpoint directory of an earlier run with the same options and data
 
-	// Log, if set, is called after every step, and at step 0 with the validation loss before training.
+	// Log, if set, is called after every step, and at step 0 with the validation loss before training. It is
+	// called before the step's checkpoint is written, so that a log kept as the run goes always reaches the step
+	// of the checkpoint on disk: a run killed between the two resumes from the checkpoint before, and a resumed
+	// log drops the records past it. The other order would lose the record of a step killed after its save.
 	Log func(StepLog)
 
 	// Packing is PackingConcat or PackingConfined: whether a token of a training window attends to the samples
@@ -219,12 +222,12 @@ func Train(m *Model, data *Stream, opts TrainOptions) (*LoRA, []StepLog, error) 
 				return nil, nil, err
 			}
 		}
+		emit(rec)
 		if opts.SaveEvery > 0 && t.step%opts.SaveEvery == 0 {
 			if err := t.save(opts.Checkpoint); err != nil {
 				return nil, nil, err
 			}
 		}
-		emit(rec)
 	}
 	return t.lora, logs, nil
 }
