@@ -2,15 +2,19 @@ package train
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lathe-ml/lathe/adapter"
+	"github.com/lathe-ml/lathe/safetensors"
 )
 
 // truncate cuts factors (or their gradients) of rank r to their first b ranks: A's first b rows, B's first b
@@ -291,12 +295,26 @@ func TestResumeDyLoRA(t *testing.T) {
 }
 
 // keepCheckpoint is a Log function that copies the checkpoint in ckpt to kept as a run killed after the given
-// step would have left it. Log runs before a step's checkpoint is written, so that checkpoint is on disk when the
-// next step is logged; step must come before the run's last.
+// step would have left it; step must come before the run's last. At every step it checks that the checkpoint on
+// disk is of an earlier step, already logged: Log runs before a step's checkpoint is written, so that a kill
+// between the two cannot leave a checkpoint ahead of the log.
 func keepCheckpoint(t *testing.T, ckpt, kept string, step int) func(StepLog) {
 	return func(s StepLog) {
+		path := filepath.Join(ckpt, CheckpointName)
+		f, err := safetensors.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved, _ := strconv.Atoi(f.Metadata()["step"])
+		f.Close()
+		if saved >= s.Step {
+			t.Fatalf("step %d is logged after the checkpoint of step %d was written", s.Step, saved)
+		}
 		if s.Step == step+1 {
-			b, err := os.ReadFile(filepath.Join(ckpt, CheckpointName))
+			b, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
