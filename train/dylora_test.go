@@ -298,7 +298,7 @@ func TestResumeDyLoRA(t *testing.T) {
 // step would have left it; step must come before the run's last. At every step it checks that the checkpoint on
 // disk is of an earlier step, already logged: Log runs before a step's checkpoint is written, so that a kill
 // between the two cannot leave a checkpoint ahead of the log.
-func keepCheckpoint(t *testing.T, ckpt, kept string, step int) func(StepLog) {
+func keepCheckpoint(t testing.TB, ckpt, kept string, step int) func(StepLog) {
 	return func(s StepLog) {
 		path := filepath.Join(ckpt, CheckpointName)
 		f, err := safetensors.Open(path)
@@ -308,8 +308,11 @@ func keepCheckpoint(t *testing.T, ckpt, kept string, step int) func(StepLog) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		saved, _ := strconv.Atoi(f.Metadata()["step"])
+		saved, err := strconv.Atoi(f.Metadata()["step"])
 		f.Close()
+		if err != nil {
+			t.Fatalf("%s: metadata step: %v", path, err)
+		}
 		if saved >= s.Step {
 			t.Fatalf("step %d is logged after the checkpoint of step %d was written", s.Step, saved)
 		}
